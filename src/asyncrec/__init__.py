@@ -1,0 +1,49 @@
+"""asyncrec: the browser's MediaRecorder for Python asyncio.
+
+Record aiortc tracks (WebRTC peers, devices, files, generated frames) into WebM,
+Matroska or Ogg chunks without ever blocking the event loop::
+
+    async with MediaRecorder(MediaStream([video, audio]), mimeType="video/webm") as rec:
+        rec.start(timeslice=1000)
+        async for chunk in rec:
+            out.write(chunk.data)
+"""
+
+from ._errors import (
+    AsyncrecError,
+    EncodingError,
+    InvalidModificationError,
+    InvalidStateError,
+    NotSupportedError,
+    SecurityError,
+    UnknownError,
+)
+from ._events import BlobEvent, ErrorEvent, Event
+from ._recorder import MediaRecorder
+from ._stats import RecorderStatistics, TrackStatistics
+from ._stream import MediaStream, Track
+from .sources import FrameTrack, SampleTrack, moving_pattern, sine_tone
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncrecError",
+    "BlobEvent",
+    "EncodingError",
+    "ErrorEvent",
+    "Event",
+    "FrameTrack",
+    "InvalidModificationError",
+    "InvalidStateError",
+    "MediaRecorder",
+    "MediaStream",
+    "NotSupportedError",
+    "RecorderStatistics",
+    "SampleTrack",
+    "SecurityError",
+    "Track",
+    "TrackStatistics",
+    "UnknownError",
+    "moving_pattern",
+    "sine_tone",
+]

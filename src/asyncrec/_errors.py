@@ -1,0 +1,80 @@
+"""The exception tree of asyncrec, and the one place PyAV's errors are translated.
+
+::
+
+    AsyncrecError
+    ├── InvalidStateError         method called in the wrong recorder state
+    ├── NotSupportedError         MIME type, codec or stream that cannot be recorded
+    ├── InvalidModificationError  the recorded stream's track set changed
+    ├── EncodingError             an encoder or the muxer failed
+    ├── SecurityError             recording is not allowed
+    └── UnknownError              anything else that stops a recording
+
+The subclasses carry the DOMException names of the W3C spec in ``name``, so code written
+against the browser's ``event.error.name`` carries over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import av
+
+
+class AsyncrecError(Exception):
+    """Base class of every error asyncrec raises or reports."""
+
+    #: The DOMException name, as in the W3C spec.
+    name = "Error"
+
+
+class InvalidStateError(AsyncrecError):
+    """A method was called in a state that does not allow it."""
+
+    name = "InvalidStateError"
+
+
+class NotSupportedError(AsyncrecError):
+    """The MIME type, codec or stream cannot be recorded."""
+
+    name = "NotSupportedError"
+
+
+class InvalidModificationError(AsyncrecError):
+    """A track was added to or removed from the stream while recording."""
+
+    name = "InvalidModificationError"
+
+
+class EncodingError(AsyncrecError):
+    """An encoder or the muxer failed."""
+
+    name = "EncodingError"
+
+
+class SecurityError(AsyncrecError):
+    """Recording is not allowed."""
+
+    name = "SecurityError"
+
+
+class UnknownError(AsyncrecError):
+    """Recording could not go on for a reason no other error names."""
+
+    name = "UnknownError"
+
+
+@contextlib.contextmanager
+def map_av_errors(what: str) -> Iterator[None]:
+    """Translate PyAV's and FFmpeg's exceptions into :class:`EncodingError`.
+
+    The one choke point for them: nothing PyAV raises reaches a user raw. ``what`` says
+    which step failed, for the message.
+    """
+    try:
+        yield
+    except AsyncrecError:
+        raise
+    except (av.FFmpegError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as exc:
+        raise EncodingError(f"{what} failed: {exc}") from exc

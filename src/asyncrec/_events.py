@@ -1,0 +1,262 @@
+"""Events, handlers and the dispatcher: the one place that delivers a recorder's events.
+
+Every event of a recorder goes through one ordered queue and one task, so handlers see
+events one at a time and in order, a coroutine handler is awaited before the next handler
+and the next event, and every ``async for`` iterator sees every chunk exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ._errors import AsyncrecError
+
+logger = logging.getLogger("asyncrec")
+
+EVENT_TYPES = ("start", "stop", "dataavailable", "pause", "resume", "error")
+
+Handler = Callable[[Any], Any]
+
+
+class Event:
+    """An event of a MediaRecorder; ``type`` is its name (``"start"``, ``"stop"``...)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, type: str) -> None:  # noqa: A002 - the DOM's name
+        self.type = type
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.type}>"
+
+
+class BlobEvent(Event):
+    """A ``dataavailable`` event: ``data`` holds the chunk's bytes.
+
+    ``timecode`` (milliseconds) is the media time of the chunk's first data, counted from
+    the first data of the recording; the first chunk's is 0.
+    """
+
+    __slots__ = ("data", "timecode")
+
+    def __init__(self, type: str, data: bytes, timecode: float) -> None:  # noqa: A002
+        super().__init__(type)
+        self.data = data
+        self.timecode = timecode
+
+    def __repr__(self) -> str:
+        return f"<BlobEvent {self.type} {len(self.data)} bytes at {self.timecode:.0f} ms>"
+
+
+class ErrorEvent(Event):
+    """An ``error`` event: ``error`` is the :class:`~asyncrec.AsyncrecError` that stopped recording."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, type: str, error: AsyncrecError) -> None:  # noqa: A002
+        super().__init__(type)
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<ErrorEvent {self.error.name}: {self.error}>"
+
+
+class _AttributeHandler:
+    """The slot an ``on<event>`` attribute holds in the listener list, as in the DOM."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler | None) -> None:
+        self.handler = handler
+
+
+class ChunkIterator(AsyncIterator[BlobEvent]):
+    """One ``async for`` over a recorder: every chunk dispatched from now until the next stop."""
+
+    def __init__(self, dispatcher: EventDispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._chunks: deque[BlobEvent] = deque()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> ChunkIterator:
+        return self
+
+    async def __anext__(self) -> BlobEvent:
+        """The next chunk; StopAsyncIteration after the recording's final chunk.
+
+        Cancelling the wait leaves the iterator usable; no chunk is lost.
+        """
+        while not self._chunks:
+            if self._ended:
+                self._dispatcher._iterators.discard(self)
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._chunks.popleft()
+
+    def _push(self, event: BlobEvent) -> None:
+        self._chunks.append(event)
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def pending(self) -> int:
+        """Chunks delivered to this iterator and not yet taken."""
+        return len(self._chunks)
+
+
+Hook = Callable[[], None]
+
+
+class EventDispatcher:
+    """Delivers events in order to handlers, attribute handlers and iterators."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Handler | _AttributeHandler]] = {t: [] for t in EVENT_TYPES}
+        self._attributes: dict[str, _AttributeHandler] = {}
+        self._queue: deque[tuple[Event, Hook | None, asyncio.Future[None] | None]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._iterators: set[ChunkIterator] = set()
+        self._closed = False
+
+    # -- handlers -------------------------------------------------------------------------
+    def add(self, type: str, handler: Handler) -> None:  # noqa: A002
+        """Add ``handler`` for ``type``; adding the same handler twice has no effect."""
+        listeners = self._listeners_for(type)
+        if handler not in listeners:
+            listeners.append(handler)
+
+    def remove(self, type: str, handler: Handler) -> None:  # noqa: A002
+        """Remove ``handler`` for ``type``; an unknown handler is ignored."""
+        listeners = self._listeners_for(type)
+        if handler in listeners:
+            listeners.remove(handler)
+
+    def get_attribute(self, type: str) -> Handler | None:  # noqa: A002
+        slot = self._attributes.get(type)
+        return None if slot is None else slot.handler
+
+    def set_attribute(self, type: str, handler: Handler | None) -> None:  # noqa: A002
+        if handler is not None and not callable(handler):
+            raise TypeError(f"on{type} must be callable or None")
+        slot = self._attributes.get(type)
+        if slot is None:
+            if handler is None:
+                return
+            slot = self._attributes[type] = _AttributeHandler(handler)
+            self._listeners_for(type).append(slot)
+        slot.handler = handler
+
+    def _listeners_for(self, type: str) -> list[Handler | _AttributeHandler]:  # noqa: A002
+        try:
+            return self._listeners[type]
+        except KeyError:
+            raise ValueError(f"unknown event type {type!r}; expected one of {EVENT_TYPES}") from None
+
+    # -- iteration ------------------------------------------------------------------------
+    def iterator(self) -> ChunkIterator:
+        """A new iterator over the chunks dispatched from now on."""
+        it = ChunkIterator(self)
+        if self._closed:
+            it._end()
+        else:
+            self._iterators.add(it)
+        return it
+
+    def close_iterators(self) -> None:
+        """End every iterator (the recorder is closed); later iterators end at once."""
+        self._closed = True
+        for it in self._iterators:
+            it._end()
+        self._iterators.clear()
+
+    def reopen(self) -> None:
+        self._closed = False
+
+    @property
+    def iterator_backlog(self) -> int:
+        """The most chunks any iterator has waiting."""
+        return max((it.pending for it in self._iterators), default=0)
+
+    # -- dispatch -------------------------------------------------------------------------
+    def queue(self, event: Event, before: Hook | None = None) -> asyncio.Future[None]:
+        """Queue ``event``; the future completes once every handler has seen it.
+
+        ``before`` runs just before the event is delivered (to set attributes the spec
+        sets "when the task runs", such as ``mimeType`` at ``start``).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((event, before, done))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="asyncrec-dispatcher")
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet delivered."""
+        return len(self._queue)
+
+    async def idle(self) -> None:
+        """Wait until every queued event has been delivered.
+
+        Cancelling the wait does not cancel the delivery.
+        """
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while self._queue:
+            event, before, done = self._queue.popleft()
+            try:
+                if before is not None:
+                    before()
+                await self._deliver(event)
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
+
+    async def _deliver(self, event: Event) -> None:
+        if isinstance(event, BlobEvent):
+            for it in self._iterators:
+                it._push(event)
+        elif event.type == "stop":
+            for it in self._iterators:
+                it._end()
+            self._iterators.clear()
+        for listener in list(self._listeners[event.type]):
+            handler = listener.handler if isinstance(listener, _AttributeHandler) else listener
+            if handler is None:
+                continue
+            await _call_handler(handler, event)
+
+
+async def _call_handler(handler: Handler, event: Event) -> None:
+    """Run one handler; its exception is logged, never raised (the recording goes on)."""
+    try:
+        result = handler(event)
+        if inspect.isawaitable(result):
+            await result
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise exc
+        logger.error("%s handler %r was cancelled", event.type, handler)
+    except Exception:
+        logger.exception("%s handler %r raised", event.type, handler)

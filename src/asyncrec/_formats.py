@@ -1,0 +1,296 @@
+"""MIME types, the container x codec table and the encoder settings behind it.
+
+This module is the one place that knows which containers and codecs asyncrec records:
+add a row to :data:`CODECS` or :data:`CONTAINERS` and every other part follows.
+The strings are Chromium's (``video/webm;codecs=vp8,opus``); codec strings may carry
+RFC 6381 detail (``vp09.00.10.08``), of which only the identifier before the first dot
+chooses the codec, as the spec's "is type supported" algorithm says.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import av
+
+from ._errors import NotSupportedError
+
+Kind = Literal["audio", "video"]
+
+#: Chromium's defaults when the user gives no bitrate.
+DEFAULT_VIDEO_BITS_PER_SECOND = 2_500_000
+DEFAULT_AUDIO_BITS_PER_SECOND = 128_000
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """One codec asyncrec can record, and how its encoder is set up."""
+
+    #: The identifier written in ``mimeType`` (``vp8``, ``opus``).
+    id: str
+    kind: Kind
+    #: The FFmpeg encoder PyAV opens.
+    encoder: str
+    #: Codec identifiers (lower case, before the first ".") that choose this codec.
+    aliases: frozenset[str]
+    #: Encoder options for real-time use, set before the encoder opens.
+    options: Mapping[str, str] = field(default_factory=dict)
+    #: Pixel format the encoder is fed (video).
+    pix_fmt: str = "yuv420p"
+    #: Audio samples per encoded frame at 48 kHz (audio); 0 lets the codec choose.
+    frame_size: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container MIME type and the codecs it may hold; the first of each is the default."""
+
+    mime: str
+    #: The FFmpeg muxer.
+    muxer: str
+    video: tuple[str, ...]
+    audio: tuple[str, ...]
+
+
+CODECS: dict[str, CodecSpec] = {
+    spec.id: spec
+    for spec in (
+        CodecSpec(
+            "vp8",
+            "video",
+            "libvpx",
+            frozenset({"vp8"}),
+            # libwebrtc's real-time settings: no look-ahead, so a frame in gives a packet out.
+            {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "0"},
+        ),
+        CodecSpec(
+            "vp9",
+            "video",
+            "libvpx-vp9",
+            frozenset({"vp9", "vp09"}),
+            {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "row-mt": "1"},
+        ),
+        CodecSpec(
+            "opus",
+            "audio",
+            "libopus",
+            frozenset({"opus"}),
+            {"application": "audio", "frame_duration": "20"},
+            frame_size=960,
+        ),
+    )
+}
+
+CONTAINERS: dict[str, ContainerSpec] = {
+    spec.mime: spec
+    for spec in (
+        ContainerSpec("video/webm", "webm", ("vp8", "vp9"), ("opus",)),
+        ContainerSpec("audio/webm", "webm", (), ("opus",)),
+        ContainerSpec("video/x-matroska", "matroska", ("vp8", "vp9"), ("opus",)),
+        ContainerSpec("audio/ogg", "ogg", (), ("opus",)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class MimeType:
+    """A parsed MIME type: ``type/subtype`` and its parameters (names in lower case)."""
+
+    essence: str
+    params: Mapping[str, str]
+
+    @property
+    def codecs(self) -> list[str]:
+        """The entries of the ``codecs`` parameter, stripped; empty when there is none."""
+        raw = self.params.get("codecs")
+        if raw is None:
+            return []
+        return [part.strip() for part in raw.split(",")]
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+def parse_mime_type(text: str) -> MimeType | None:
+    """Parse ``text`` as a MIME type (RFC 2045 grammar, quoted values allowed).
+
+    Returns None when it is not a valid MIME type string.
+    """
+    essence, _, rest = text.strip().partition(";")
+    kind, slash, subtype = essence.strip().partition("/")
+    if not slash or not _is_token(kind) or not _is_token(subtype):
+        return None
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        name_end = rest.find("=", i)
+        if name_end < 0:
+            if rest[i:].strip(" \t;"):
+                return None
+            break
+        name = rest[i:name_end].strip(" \t;").lower()
+        if not _is_token(name):
+            return None
+        i = name_end + 1
+        if i < len(rest) and rest[i] == '"':
+            close = rest.find('"', i + 1)
+            if close < 0:
+                return None
+            value = rest[i + 1 : close]
+            i = close + 1
+            tail_end = rest.find(";", i)
+            tail_end = len(rest) if tail_end < 0 else tail_end
+            if rest[i:tail_end].strip():
+                return None
+            i = tail_end + 1
+        else:
+            end = rest.find(";", i)
+            end = len(rest) if end < 0 else end
+            value = rest[i:end].strip()
+            i = end + 1
+            # An unquoted value is a token; codecs lists are the usual exception.
+            if not value or any(c in value for c in '"()<>@:\\/[]?='):
+                return None
+        params.setdefault(name, value)
+    return MimeType(f"{kind.lower()}/{subtype.lower()}", params)
+
+
+@functools.cache
+def encoder_available(name: str) -> bool:
+    """Whether the installed PyAV can open the FFmpeg encoder ``name``."""
+    try:
+        av.Codec(name, "w")
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+    return True
+
+
+def _codec_for(identifier: str) -> CodecSpec | None:
+    ident = identifier.split(".", 1)[0].lower()
+    for spec in CODECS.values():
+        if ident in spec.aliases:
+            return spec
+    return None
+
+
+def _requested(mime: MimeType) -> tuple[ContainerSpec, CodecSpec | None, CodecSpec | None]:
+    """The container and the codecs ``mime`` names; raises NotSupportedError."""
+    container = CONTAINERS.get(mime.essence)
+    if container is None:
+        raise NotSupportedError(f"unsupported container type {mime.essence!r}")
+    video: CodecSpec | None = None
+    audio: CodecSpec | None = None
+    for entry in mime.codecs:
+        spec = _codec_for(entry)
+        if spec is None:
+            raise NotSupportedError(f"unsupported codec {entry!r}")
+        allowed = container.video if spec.kind == "video" else container.audio
+        if spec.id not in allowed:
+            raise NotSupportedError(f"{mime.essence} cannot hold {entry!r}")
+        if not encoder_available(spec.encoder):
+            raise NotSupportedError(f"no {spec.encoder} encoder in this PyAV build")
+        if spec.kind == "video":
+            if video is not None:
+                raise NotSupportedError("more than one video codec")
+            video = spec
+        else:
+            if audio is not None:
+                raise NotSupportedError("more than one audio codec")
+            audio = spec
+    if not muxer_available(container.muxer):
+        raise NotSupportedError(f"no {container.muxer} muxer in this PyAV build")
+    return container, video, audio
+
+
+@functools.cache
+def muxer_available(muxer: str) -> bool:
+    """Whether the installed PyAV has the muxer ``muxer``."""
+    return muxer in av.formats_available
+
+
+def check_type(mime_type: str) -> None:
+    """Raise NotSupportedError unless ``mime_type`` can be recorded ("" always can)."""
+    if mime_type == "":
+        return
+    parsed = parse_mime_type(mime_type)
+    if parsed is None:
+        raise NotSupportedError(f"{mime_type!r} is not a valid MIME type")
+    _requested(parsed)
+
+
+def is_type_supported(mime_type: str) -> bool:
+    """The spec's "is type supported", answered from what this PyAV can encode."""
+    try:
+        check_type(mime_type)
+    except NotSupportedError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Format:
+    """What one recording writes: a container and a codec per recorded kind."""
+
+    container: ContainerSpec
+    video: CodecSpec | None
+    audio: CodecSpec | None
+
+    @property
+    def mime_type(self) -> str:
+        """The MIME type with the codecs used, as Chromium spells it."""
+        codecs = [spec.id for spec in (self.video, self.audio) if spec is not None]
+        return f"{self.container.mime};codecs={','.join(codecs)}"
+
+
+def resolve_format(mime_type: str, *, has_video: bool, has_audio: bool) -> Format:
+    """Choose the container and codecs for a stream with the given kinds of track.
+
+    A kind the type names no codec for gets the container's default codec; a kind the
+    container cannot hold (video in ``audio/webm``) is not recorded, as in Chromium.
+    Raises NotSupportedError when nothing in the stream can be recorded with the type.
+    """
+    if mime_type == "":
+        container = CONTAINERS["video/webm" if has_video else "audio/webm"]
+        video: CodecSpec | None = None
+        audio: CodecSpec | None = None
+    else:
+        parsed = parse_mime_type(mime_type)
+        if parsed is None:
+            raise NotSupportedError(f"{mime_type!r} is not a valid MIME type")
+        container, video, audio = _requested(parsed)
+    if has_video and video is None and container.video:
+        video = CODECS[container.video[0]]
+    if has_audio and audio is None and container.audio:
+        audio = CODECS[container.audio[0]]
+    chosen = Format(
+        container,
+        video if has_video else None,
+        audio if has_audio else None,
+    )
+    if chosen.video is None and chosen.audio is None:
+        raise NotSupportedError(f"{mime_type or 'the default type'} cannot record this stream")
+    for spec in (chosen.video, chosen.audio):
+        if spec is not None and not encoder_available(spec.encoder):
+            raise NotSupportedError(f"no {spec.encoder} encoder in this PyAV build")
+    return chosen
+
+
+def split_bits_per_second(total: int, *, has_video: bool = True, has_audio: bool = True) -> tuple[int, int]:
+    """Share ``bitsPerSecond`` between video and audio as browsers do: audio gets a tenth,
+    at most 128 kb/s, video the rest; a kind that is not recorded gets nothing.
+
+    Returns ``(video, audio)``.
+    """
+    if not has_video:
+        return 0, total
+    if not has_audio:
+        return total, 0
+    audio = min(DEFAULT_AUDIO_BITS_PER_SECOND, total // 10)
+    return total - audio, audio

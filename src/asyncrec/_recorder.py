@@ -1,0 +1,503 @@
+"""MediaRecorder: the W3C MediaStream Recording API for asyncio.
+
+The public methods are synchronous, like the spec's: state changes and exceptions happen
+before they return, events are dispatched later on the loop. Each returns an awaitable
+that completes once its event has been dispatched to every handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from ._errors import AsyncrecError, InvalidModificationError, InvalidStateError, NotSupportedError
+from ._events import BlobEvent, ChunkIterator, ErrorEvent, Event, EventDispatcher, Handler
+from ._formats import (
+    DEFAULT_AUDIO_BITS_PER_SECOND,
+    DEFAULT_VIDEO_BITS_PER_SECOND,
+    check_type,
+    is_type_supported,
+    resolve_format,
+    split_bits_per_second,
+)
+from ._handoff import monotonic
+from ._session import Session
+from ._stats import RecorderStatistics
+from ._stream import MediaStream, Track
+from ._worker import Chunk, WorkerSettings
+
+RecordingState = Literal["inactive", "recording", "paused"]
+BitrateMode = Literal["constant", "variable"]
+H = TypeVar("H", bound=Handler)
+
+#: The shortest timeslice honoured (ms), the spec's "minimum time slice imposed by the UA".
+MIN_TIMESLICE_MS = 10
+
+
+class _Completed:
+    """An awaitable that is already complete (what a no-op method returns)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+    def done(self) -> bool:
+        return True
+
+
+def _unsigned(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 2**32:
+        raise ValueError(f"{name} must be an unsigned 32-bit value, not {value}")
+    return value
+
+
+def _shielded(fut: asyncio.Future[None]) -> Awaitable[None]:
+    # A task that awaits the result and is cancelled must not cancel the shared future.
+    return asyncio.shield(fut)
+
+
+class MediaRecorder:
+    """Records a :class:`MediaStream` into chunks of a container file.
+
+    All PyAV work runs on one worker thread per recording; the event loop only reads
+    tracks and dispatches events. See the README for the architecture.
+    """
+
+    def __init__(
+        self,
+        stream: MediaStream,
+        *,
+        mimeType: str = "",  # noqa: N803 - W3C spelling
+        audioBitsPerSecond: int | None = None,  # noqa: N803
+        videoBitsPerSecond: int | None = None,  # noqa: N803
+        bitsPerSecond: int | None = None,  # noqa: N803
+        audioBitrateMode: BitrateMode = "variable",  # noqa: N803
+        videoKeyFrameIntervalDuration: float | None = None,  # noqa: N803
+        videoKeyFrameIntervalCount: int | None = None,  # noqa: N803
+    ) -> None:
+        """Create a recorder for ``stream``; nothing starts until :meth:`start`.
+
+        Raises:
+            NotSupportedError: ``mimeType`` names a container or codec that cannot be
+                recorded (see :meth:`isTypeSupported`).
+            TypeError: an option has the wrong type, or ``audioBitrateMode`` is neither
+                ``"constant"`` nor ``"variable"``.
+            ValueError: a bitrate or key-frame interval is out of range.
+        """
+        if not isinstance(stream, MediaStream):
+            raise TypeError(f"stream must be a MediaStream, not {type(stream).__name__}")
+        if not isinstance(mimeType, str):
+            raise TypeError("mimeType must be a str")
+        if audioBitrateMode not in ("constant", "variable"):
+            raise TypeError(f"audioBitrateMode must be 'constant' or 'variable', not {audioBitrateMode!r}")
+        audio_bps = _unsigned("audioBitsPerSecond", audioBitsPerSecond)
+        video_bps = _unsigned("videoBitsPerSecond", videoBitsPerSecond)
+        self._constrained_bps = _unsigned("bitsPerSecond", bitsPerSecond)
+        self._key_frame_count = _unsigned("videoKeyFrameIntervalCount", videoKeyFrameIntervalCount)
+        if videoKeyFrameIntervalDuration is not None:
+            if isinstance(videoKeyFrameIntervalDuration, bool) or not isinstance(videoKeyFrameIntervalDuration, int | float):
+                raise TypeError("videoKeyFrameIntervalDuration must be a number of milliseconds")
+            if not math.isfinite(videoKeyFrameIntervalDuration) or videoKeyFrameIntervalDuration < 0:
+                raise ValueError("videoKeyFrameIntervalDuration must be finite and not negative")
+        self._key_frame_duration = videoKeyFrameIntervalDuration
+        check_type(mimeType)
+
+        self._stream = stream
+        self._constrained_mime = mimeType
+        self._mime_type = mimeType
+        self._state: RecordingState = "inactive"
+        self._video_bps = video_bps if video_bps is not None else DEFAULT_VIDEO_BITS_PER_SECOND
+        self._audio_bps = audio_bps if audio_bps is not None else DEFAULT_AUDIO_BITS_PER_SECOND
+        if self._constrained_bps is not None:
+            self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
+        self._audio_bitrate_mode: BitrateMode = audioBitrateMode
+
+        self._dispatcher = EventDispatcher()
+        self._session: Session | None = None  # the session state applies to
+        self._sessions: list[Session] = []  # every session not yet finished
+        self._done: dict[Session, asyncio.Future[None]] = {}
+        self._dispatching: Session | None = None  # whose events reach handlers now
+        self._held: deque[tuple[Session, Event, Callable[[], None] | None, asyncio.Future[None]]] = deque()
+        self._requests: dict[int, asyncio.Future[None]] = {}
+        self._request_ids = itertools.count(1)
+        self._last_session: Session | None = None
+
+    def __repr__(self) -> str:
+        return f"<MediaRecorder {self._state} {self._mime_type or '(default type)'}>"
+
+    # -- attributes -------------------------------------------------------------------------
+    @property
+    def stream(self) -> MediaStream:
+        """The stream being recorded."""
+        return self._stream
+
+    @property
+    def mimeType(self) -> str:  # noqa: N802 - W3C spelling
+        """The type as constructed until the ``"start"`` event; from then on the container
+        and codecs actually used, e.g. ``video/webm;codecs=vp8,opus``."""
+        return self._mime_type
+
+    @property
+    def state(self) -> RecordingState:
+        """``"inactive"``, ``"recording"`` or ``"paused"``."""
+        return self._state
+
+    @property
+    def videoBitsPerSecond(self) -> int:  # noqa: N802 - W3C spelling
+        """Target bitrate for video (bits per second)."""
+        return self._video_bps
+
+    @property
+    def audioBitsPerSecond(self) -> int:  # noqa: N802 - W3C spelling
+        """Target bitrate for audio (bits per second)."""
+        return self._audio_bps
+
+    @property
+    def audioBitrateMode(self) -> BitrateMode:  # noqa: N802 - W3C spelling
+        """``"constant"`` or ``"variable"``."""
+        return self._audio_bitrate_mode
+
+    @staticmethod
+    def isTypeSupported(type: str) -> bool:  # noqa: N802,A002 - W3C spelling
+        """Whether ``type`` can be recorded with the installed PyAV (``""`` always can)."""
+        return isinstance(type, str) and is_type_supported(type)
+
+    # -- handlers ---------------------------------------------------------------------------
+    def on(self, type: str, handler: H | None = None) -> Any:  # noqa: A002 - the DOM's name
+        """Call ``handler(event)`` for each event of ``type``; also usable as a decorator.
+
+        A handler may be a plain function or a coroutine function; what it returns is
+        awaited before the next handler and the next event. Its exceptions are logged.
+
+        Raises:
+            ValueError: ``type`` is not one of the recorder's events.
+        """
+        if handler is None:
+
+            def decorator(func: H) -> H:
+                self._dispatcher.add(type, func)
+                return func
+
+            self._dispatcher._listeners_for(type)  # reject an unknown type now
+            return decorator
+        self._dispatcher.add(type, handler)
+        return handler
+
+    def off(self, type: str, handler: Handler) -> None:  # noqa: A002 - the DOM's name
+        """Stop calling ``handler`` for ``type``."""
+        self._dispatcher.remove(type, handler)
+
+    onstart = property(
+        lambda self: self._dispatcher.get_attribute("start"),
+        lambda self, h: self._dispatcher.set_attribute("start", h),
+        doc="Handler for ``start``.",
+    )
+    onstop = property(
+        lambda self: self._dispatcher.get_attribute("stop"),
+        lambda self, h: self._dispatcher.set_attribute("stop", h),
+        doc="Handler for ``stop``.",
+    )
+    ondataavailable = property(
+        lambda self: self._dispatcher.get_attribute("dataavailable"),
+        lambda self, h: self._dispatcher.set_attribute("dataavailable", h),
+        doc="Handler for ``dataavailable``.",
+    )
+    onpause = property(
+        lambda self: self._dispatcher.get_attribute("pause"),
+        lambda self, h: self._dispatcher.set_attribute("pause", h),
+        doc="Handler for ``pause``.",
+    )
+    onresume = property(
+        lambda self: self._dispatcher.get_attribute("resume"),
+        lambda self, h: self._dispatcher.set_attribute("resume", h),
+        doc="Handler for ``resume``.",
+    )
+    onerror = property(
+        lambda self: self._dispatcher.get_attribute("error"),
+        lambda self, h: self._dispatcher.set_attribute("error", h),
+        doc="Handler for ``error``.",
+    )
+
+    # -- methods ----------------------------------------------------------------------------
+    def start(self, timeslice: float | None = None) -> Awaitable[None]:
+        """Start recording; ``"start"`` follows. Must be called with the loop running.
+
+        ``timeslice`` (ms): deliver a chunk at least this often (at least every 10 ms);
+        None gathers everything into the final chunk (and those asked for by
+        :meth:`requestData`).
+
+        Returns an awaitable that completes once ``"start"`` has been dispatched.
+
+        Raises:
+            InvalidStateError: the recorder is not inactive.
+            NotSupportedError: the stream is inactive, nothing in it can be recorded with
+                the ``mimeType``, or both key-frame interval options are set.
+            RuntimeError: no event loop is running.
+        """
+        loop = asyncio.get_running_loop()
+        if self._state != "inactive":
+            raise InvalidStateError(f"start() while {self._state}")
+        seconds: float | None = None
+        if timeslice is not None:
+            if isinstance(timeslice, bool) or not isinstance(timeslice, int | float) or math.isnan(timeslice):
+                raise TypeError("timeslice must be a number of milliseconds")
+            if timeslice < 0:
+                raise ValueError("timeslice must not be negative")
+            seconds = max(MIN_TIMESLICE_MS, min(timeslice, 2**32 - 1)) / 1000
+        if not self._stream.active:
+            raise NotSupportedError("the stream is inactive")
+        if self._key_frame_duration is not None and self._key_frame_count is not None:
+            raise NotSupportedError("videoKeyFrameIntervalDuration and videoKeyFrameIntervalCount are exclusive")
+        live = [t for t in self._stream.getTracks() if getattr(t, "readyState", "live") == "live"]
+        video = next((t for t in live if t.kind == "video"), None)
+        audio = next((t for t in live if t.kind == "audio"), None)
+        fmt = resolve_format(self._constrained_mime, has_video=video is not None, has_audio=audio is not None)
+        tracks: list[Track] = []
+        if fmt.video is not None and video is not None:
+            tracks.append(video)
+        if fmt.audio is not None and audio is not None:
+            tracks.append(audio)
+        if self._constrained_bps is not None:
+            self._video_bps, self._audio_bps = split_bits_per_second(
+                self._constrained_bps, has_video=fmt.video is not None, has_audio=fmt.audio is not None
+            )
+        settings = WorkerSettings(
+            video_bits_per_second=self._video_bps,
+            audio_bits_per_second=self._audio_bps,
+            audio_bitrate_mode=self._audio_bitrate_mode,
+            timeslice=seconds,
+            key_frame_interval=None if self._key_frame_duration is None else self._key_frame_duration / 1000,
+            key_frame_count=self._key_frame_count,
+        )
+        session = Session(self, fmt, tracks, settings)
+        self._state = "recording"
+        self._mime_type = self._constrained_mime
+        self._session = self._last_session = session
+        self._sessions.append(session)
+        self._done[session] = loop.create_future()
+        self._stream._add_listener(self._on_track_set)
+        self._dispatcher.reopen()
+        session.start()
+
+        def set_mime_type() -> None:
+            self._mime_type = fmt.mime_type
+
+        return _shielded(self._emit(session, Event("start"), set_mime_type))
+
+    def stop(self) -> Awaitable[None]:
+        """Stop recording: the final ``"dataavailable"``, then ``"stop"``.
+
+        Returns an awaitable that completes once every byte has been delivered, the
+        ``"stop"`` event dispatched and every thread and task of the recording released;
+        cancelling a wait on it does not cancel the stop. On an inactive recorder this
+        does nothing, never raises, and the awaitable is already complete.
+        """
+        session = self._session
+        if self._state == "inactive" or session is None:
+            return _Completed()
+        self._inactivate()
+        session.stop()
+        return _shielded(self._done[session])
+
+    def pause(self) -> Awaitable[None]:
+        """Pause: frames are not recorded, and the paused time is left out of the media.
+
+        Returns an awaitable that completes once ``"pause"`` has been dispatched
+        (already complete if the recorder was paused).
+
+        Raises:
+            InvalidStateError: the recorder is inactive.
+        """
+        session = self._active_session("pause")
+        if self._state == "paused":
+            return _Completed()
+        self._state = "paused"
+        session.pause()
+        return _shielded(self._emit(session, Event("pause")))
+
+    def resume(self) -> Awaitable[None]:
+        """Resume a paused recording.
+
+        Returns an awaitable that completes once ``"resume"`` has been dispatched
+        (already complete if the recorder was recording).
+
+        Raises:
+            InvalidStateError: the recorder is inactive.
+        """
+        session = self._active_session("resume")
+        if self._state == "recording":
+            return _Completed()
+        self._state = "recording"
+        session.resume()
+        return _shielded(self._emit(session, Event("resume")))
+
+    def requestData(self) -> Awaitable[None]:  # noqa: N802 - W3C spelling
+        """Deliver everything gathered so far in a ``"dataavailable"`` now.
+
+        The muxer's open cluster is included: the chunk waits for it to close, at most
+        one short cluster (about 100 ms of media).
+
+        Returns an awaitable that completes once that ``"dataavailable"`` has been
+        dispatched.
+
+        Raises:
+            InvalidStateError: the recorder is inactive.
+        """
+        session = self._active_session("requestData")
+        request = next(self._request_ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._requests[request] = fut
+        session.request_data(request)
+        return _shielded(fut)
+
+    def statistics(self) -> RecorderStatistics:
+        """A snapshot of the current (or last) recording's counters."""
+        session = self._last_session
+        return RecorderStatistics(
+            state=self._state,
+            tracks=() if session is None else session.track_statistics(),
+            chunks_out=0 if session is None else session.chunks_out,
+            bytes_out=0 if session is None else session.bytes_out,
+            queue_depth=0 if session is None else session.queue_depth,
+            pending_events=self._dispatcher.pending + len(self._held),
+            iterator_backlog=self._dispatcher.iterator_backlog,
+            encoder_busy_time=0.0 if session is None else session.encoder_busy_time,
+            recorded_time=0.0 if session is None else session.timeline.elapsed(monotonic()),
+        )
+
+    async def aclose(self) -> None:
+        """Stop if recording, and wait until every recording of this recorder has
+        delivered its last event and released its thread, tasks and container.
+
+        Cancellation: the wait goes on until the worker has finished (a worker in the
+        middle of an encode is never abandoned), then CancelledError is raised.
+        """
+        self.stop()
+        cancelled: asyncio.CancelledError | None = None
+        while True:
+            try:
+                while self._sessions:
+                    await asyncio.shield(self._done[self._sessions[0]])
+                await self._dispatcher.idle()
+                break
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        self._dispatcher.close_iterators()
+        if cancelled is not None:
+            raise cancelled
+
+    # -- iteration and context management ----------------------------------------------------
+    def __aiter__(self) -> ChunkIterator:
+        """Iterate over every chunk (``BlobEvent``) from now until the recording stops."""
+        return self._dispatcher.iterator()
+
+    async def __aenter__(self) -> MediaRecorder:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if getattr(self, "_sessions", None):
+            warnings.warn(f"{self!r} was not stopped; its recording is lost", ResourceWarning, stacklevel=1)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _active_session(self, method: str) -> Session:
+        if self._state == "inactive" or self._session is None:
+            raise InvalidStateError(f"{method}() while inactive")
+        return self._session
+
+    def _inactivate(self) -> None:
+        # The spec's "inactivate the recorder". mimeType keeps the type used (API.md).
+        self._state = "inactive"
+        self._stream._remove_listener(self._on_track_set)
+        if self._constrained_bps is not None:
+            self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
+
+    def _emit(self, session: Session, event: Event, before: Callable[[], None] | None = None) -> asyncio.Future[None]:
+        """Queue ``event``; a session's events wait until the previous session's ``stop``."""
+        if self._dispatching is None:
+            self._dispatching = session
+        if session is self._dispatching:
+            return self._dispatcher.queue(event, before)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._held.append((session, event, before, fut))
+        return fut
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, deque()
+        for session, event, before, fut in held:
+            _chain(self._emit(session, event, before), fut)
+
+    def _on_track_set(self, change: str, track: Track) -> None:
+        session = self._session
+        if session is not None and self._state != "inactive":
+            # As a queued task, so a stop() in the same turn wins (no error then).
+            asyncio.get_running_loop().call_soon(self._track_set_changed, session, change)
+
+    def _track_set_changed(self, session: Session, change: str) -> None:
+        if self._session is not session or self._state == "inactive":
+            return
+        self._inactivate()
+        what = "added to" if change == "addtrack" else "removed from"
+        self._emit(session, ErrorEvent("error", InvalidModificationError(f"a track was {what} the stream")))
+        session.stop()
+
+    # SessionOwner: what a session reports, on the loop.
+    def _session_chunk(self, session: Session, chunk: Chunk) -> None:
+        delivered = self._emit(session, BlobEvent("dataavailable", chunk.data, chunk.timecode))
+        if chunk.request is not None:
+            fut = self._requests.pop(chunk.request, None)
+            if fut is not None:
+                _chain(delivered, fut)
+
+    def _session_failed(self, session: Session, error: AsyncrecError) -> None:
+        if self._session is session and self._state != "inactive":
+            self._inactivate()
+        self._emit(session, ErrorEvent("error", error))
+        session.stop()
+
+    def _session_tracks_ended(self, session: Session) -> None:
+        if self._session is session and self._state != "inactive":
+            self._inactivate()
+            session.stop()
+
+    def _session_finished(self, session: Session) -> None:
+        stopped = self._emit(session, Event("stop"))
+        _chain(stopped, self._done[session])
+        stopped.add_done_callback(lambda _: self._forget(session))
+        if self._session is session:
+            self._session = None
+        self._dispatching = None
+        self._release_held()
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.remove(session)
+        self._done.pop(session, None)
+
+
+def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    """Complete ``target`` when ``source`` completes."""
+
+    def copy(_: asyncio.Future[None]) -> None:
+        if not target.done():
+            target.set_result(None)
+
+    source.add_done_callback(copy)

@@ -1,0 +1,44 @@
+"""Snapshots of what a recorder has done: ``MediaRecorder.statistics()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrackStatistics:
+    """One recorded track."""
+
+    id: str
+    kind: str
+    #: Frames received from the track (paused ones included).
+    frames_in: int
+    #: Frames handed to the encoder.
+    frames_encoded: int
+    #: Video frames dropped because the encoder fell behind a live source.
+    frames_dropped: int
+    #: Frames not recorded because the recorder was paused.
+    frames_paused: int
+    #: Frames of the wrong type for the track (not an ``av.VideoFrame``/``av.AudioFrame``).
+    frames_invalid: int
+
+
+@dataclass(frozen=True)
+class RecorderStatistics:
+    """A snapshot of a recorder; counters run from the last ``start()``."""
+
+    state: str
+    tracks: tuple[TrackStatistics, ...]
+    #: ``dataavailable`` chunks produced, and the bytes in them.
+    chunks_out: int
+    bytes_out: int
+    #: Frames and commands waiting for the worker.
+    queue_depth: int
+    #: Events waiting to be dispatched to handlers.
+    pending_events: int
+    #: The most chunks an ``async for`` iterator has not taken yet.
+    iterator_backlog: int
+    #: Seconds the worker spent encoding and muxing.
+    encoder_busy_time: float
+    #: Seconds of media recorded so far (wall time minus paused time).
+    recorded_time: float
