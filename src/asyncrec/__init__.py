@@ -18,7 +18,7 @@ from ._errors import (
     SecurityError,
     UnknownError,
 )
-from ._events import BlobEvent, ErrorEvent, Event
+from ._events import BlobEvent, Completion, ErrorEvent, Event
 from ._recorder import MediaRecorder
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncrecError",
     "BlobEvent",
+    "Completion",
     "EncodingError",
     "ErrorEvent",
     "Event",

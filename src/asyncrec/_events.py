@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from ._errors import AsyncrecError
@@ -124,6 +124,36 @@ class ChunkIterator(AsyncIterator[BlobEvent]):
 Hook = Callable[[], None]
 
 
+class Completion:
+    """What the recorder's methods return: awaiting it waits until the matching event
+    has been dispatched to every handler.
+
+    Cancelling a wait does not cancel the event. Awaited from inside a handler (where
+    the event cannot be dispatched before the handler returns), it completes at once
+    instead of deadlocking.
+    """
+
+    __slots__ = ("_dispatcher", "_future")
+
+    def __init__(self, future: asyncio.Future[None] | None, dispatcher: EventDispatcher | None = None) -> None:
+        self._future = future
+        self._dispatcher = dispatcher
+
+    def done(self) -> bool:
+        """True once the event has been dispatched (always, for a method that did nothing)."""
+        return self._future is None or self._future.done()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._future is None or self._future.done():
+            return
+        if self._dispatcher is not None and self._dispatcher.dispatching():
+            return
+        yield from asyncio.shield(self._future).__await__()
+
+    def __repr__(self) -> str:
+        return f"<Completion {'done' if self.done() else 'pending'}>"
+
+
 class EventDispatcher:
     """Delivers events in order to handlers, attribute handlers and iterators."""
 
@@ -212,6 +242,10 @@ class EventDispatcher:
     def pending(self) -> int:
         """Events queued and not yet delivered."""
         return len(self._queue)
+
+    def dispatching(self) -> bool:
+        """True when called from a handler (the dispatcher's own task)."""
+        return self._task is not None and asyncio.current_task() is self._task
 
     async def idle(self) -> None:
         """Wait until every queued event has been delivered.

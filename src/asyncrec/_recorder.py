@@ -12,12 +12,12 @@ import itertools
 import math
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ._errors import AsyncrecError, InvalidModificationError, InvalidStateError, NotSupportedError
-from ._events import BlobEvent, ChunkIterator, ErrorEvent, Event, EventDispatcher, Handler
+from ._events import BlobEvent, ChunkIterator, Completion, ErrorEvent, Event, EventDispatcher, Handler
 from ._formats import (
     DEFAULT_AUDIO_BITS_PER_SECOND,
     DEFAULT_VIDEO_BITS_PER_SECOND,
@@ -40,19 +40,6 @@ H = TypeVar("H", bound=Handler)
 MIN_TIMESLICE_MS = 10
 
 
-class _Completed:
-    """An awaitable that is already complete (what a no-op method returns)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # pragma: no cover - makes this a generator
-
-    def done(self) -> bool:
-        return True
-
-
 def _unsigned(name: str, value: object) -> int | None:
     if value is None:
         return None
@@ -61,11 +48,6 @@ def _unsigned(name: str, value: object) -> int | None:
     if not 0 <= value < 2**32:
         raise ValueError(f"{name} must be an unsigned 32-bit value, not {value}")
     return value
-
-
-def _shielded(fut: asyncio.Future[None]) -> Awaitable[None]:
-    # A task that awaits the result and is cancelled must not cancel the shared future.
-    return asyncio.shield(fut)
 
 
 class MediaRecorder:
@@ -231,7 +213,7 @@ class MediaRecorder:
     )
 
     # -- methods ----------------------------------------------------------------------------
-    def start(self, timeslice: float | None = None) -> Awaitable[None]:
+    def start(self, timeslice: float | None = None) -> Completion:
         """Start recording; ``"start"`` follows. Must be called with the loop running.
 
         ``timeslice`` (ms): deliver a chunk at least this often (at least every 10 ms);
@@ -294,9 +276,9 @@ class MediaRecorder:
         def set_mime_type() -> None:
             self._mime_type = fmt.mime_type
 
-        return _shielded(self._emit(session, Event("start"), set_mime_type))
+        return self._completion(self._emit(session, Event("start"), set_mime_type))
 
-    def stop(self) -> Awaitable[None]:
+    def stop(self) -> Completion:
         """Stop recording: the final ``"dataavailable"``, then ``"stop"``.
 
         Returns an awaitable that completes once every byte has been delivered, the
@@ -306,12 +288,12 @@ class MediaRecorder:
         """
         session = self._session
         if self._state == "inactive" or session is None:
-            return _Completed()
+            return Completion(None)
         self._inactivate()
         session.stop()
-        return _shielded(self._done[session])
+        return self._completion(self._done[session])
 
-    def pause(self) -> Awaitable[None]:
+    def pause(self) -> Completion:
         """Pause: frames are not recorded, and the paused time is left out of the media.
 
         Returns an awaitable that completes once ``"pause"`` has been dispatched
@@ -322,12 +304,12 @@ class MediaRecorder:
         """
         session = self._active_session("pause")
         if self._state == "paused":
-            return _Completed()
+            return Completion(None)
         self._state = "paused"
         session.pause()
-        return _shielded(self._emit(session, Event("pause")))
+        return self._completion(self._emit(session, Event("pause")))
 
-    def resume(self) -> Awaitable[None]:
+    def resume(self) -> Completion:
         """Resume a paused recording.
 
         Returns an awaitable that completes once ``"resume"`` has been dispatched
@@ -338,12 +320,12 @@ class MediaRecorder:
         """
         session = self._active_session("resume")
         if self._state == "recording":
-            return _Completed()
+            return Completion(None)
         self._state = "recording"
         session.resume()
-        return _shielded(self._emit(session, Event("resume")))
+        return self._completion(self._emit(session, Event("resume")))
 
-    def requestData(self) -> Awaitable[None]:  # noqa: N802 - W3C spelling
+    def requestData(self) -> Completion:  # noqa: N802 - W3C spelling
         """Deliver everything gathered so far in a ``"dataavailable"`` now.
 
         The muxer's open cluster is included: the chunk waits for it to close, at most
@@ -360,7 +342,7 @@ class MediaRecorder:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._requests[request] = fut
         session.request_data(request)
-        return _shielded(fut)
+        return self._completion(fut)
 
     def statistics(self) -> RecorderStatistics:
         """A snapshot of the current (or last) recording's counters."""
@@ -423,6 +405,9 @@ class MediaRecorder:
         if self._state == "inactive" or self._session is None:
             raise InvalidStateError(f"{method}() while inactive")
         return self._session
+
+    def _completion(self, fut: asyncio.Future[None]) -> Completion:
+        return Completion(fut, self._dispatcher)
 
     def _inactivate(self) -> None:
         # The spec's "inactivate the recorder". mimeType keeps the type used (API.md).

@@ -91,6 +91,8 @@ class Session:
         self._stopping = False
         self._finalizer: asyncio.Task[None] | None = None
         self._closed_waiters: list[asyncio.Future[None]] = []
+        self._running = asyncio.Event()  # cleared while paused
+        self._running.set()
         self.chunks_out = 0
         self.bytes_out = 0
 
@@ -117,10 +119,12 @@ class Session:
 
     def pause(self) -> None:
         self.timeline.pause(monotonic())
+        self._running.clear()
         self._handoff.control("pause")
 
     def resume(self) -> None:
         self.timeline.resume(monotonic())
+        self._running.set()
         self._handoff.control("resume")
 
     def request_data(self, request: int) -> None:
@@ -142,8 +146,11 @@ class Session:
     async def _read(self, index: int, track: Track) -> None:
         counters = self._readers_counters[index]
         expected = av.VideoFrame if track.kind == "video" else av.AudioFrame
-        live_video = self._live[index] and track.kind == "video"
+        live = self._live[index]
         while getattr(track, "readyState", "live") != "ended":
+            if not live:
+                # A source that is not live waits while paused instead of being skipped.
+                await self._running.wait()
             try:
                 frame = await track.recv()
             except MediaStreamError:
@@ -152,29 +159,35 @@ class Session:
                 # A faulty track ends for the recording; the others go on.
                 logger.warning("track %s (%s) failed; recording goes on without it", track.id, track.kind, exc_info=True)
                 break
-            now = monotonic()
-            counters.frames_in += 1
-            if not isinstance(frame, expected):
-                counters.invalid += 1
-                if counters.invalid == 1:
-                    logger.warning("track %s sent %r, not %s; skipped", track.id, type(frame), expected.__name__)
-                continue
-            source_time = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-            at = self.timeline.stamp(index, source_time, now)
-            if at is None:
-                counters.paused += 1
-                continue
-            item = FrameItem(index, frame, at)
-            if live_video:
-                if self._handoff.offer(item) is not None:
-                    counters.dropped += 1
-            else:
-                await self._handoff.put(item)
+            await self._accept(index, track, frame, expected, counters, live)
             # recv() of a source with frames always ready never suspends: let others run.
             await asyncio.sleep(0)
         self._ended.add(index)
         if len(self._ended) == len(self.tracks) and not self._stopping:
             self._owner._session_tracks_ended(self)
+
+    async def _accept(
+        self, index: int, track: Track, frame: object, expected: type, counters: _ReaderCounters, live: bool
+    ) -> None:
+        now = monotonic()
+        counters.frames_in += 1
+        if not isinstance(frame, expected):
+            counters.invalid += 1
+            if counters.invalid == 1:
+                logger.warning("track %s sent %r, not %s; skipped", track.id, type(frame), expected.__name__)
+            return
+        assert isinstance(frame, av.VideoFrame | av.AudioFrame)
+        source_time = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        at = self.timeline.stamp(index, source_time, now)
+        if at is None:
+            counters.paused += 1
+            return
+        item = FrameItem(index, frame, at)
+        if live and track.kind == "video":
+            if self._handoff.offer(item) is not None:
+                counters.dropped += 1
+        else:
+            await self._handoff.put(item)
 
     # -- worker results -------------------------------------------------------------------------
     def _post_from_worker(self, outputs: list[Output]) -> None:

@@ -121,8 +121,8 @@ class SampleTrack(MediaStreamTrack):
     * an array of shape ``(channels, samples)`` (or ``(samples,)`` for mono), played once;
     * a callable ``source(first_sample, count) -> array`` of shape ``(channels, count)``.
 
-    Float arrays are samples in [-1, 1]; int16 arrays are 16-bit samples. Frames hold
-    ``frame_ms`` milliseconds each.
+    Float arrays are samples in [-1, 1]; int16 arrays are 16-bit samples. Frames are
+    packed ``s16`` (what aiortc's Opus encoder takes) of ``frame_ms`` milliseconds each.
     """
 
     kind = "audio"
@@ -168,12 +168,11 @@ class SampleTrack(MediaStreamTrack):
         data = np.asarray(self._read(self._next, count))
         if data.ndim == 1:
             data = data.reshape(1, -1)
-        if data.dtype == np.int16:
-            fmt = "s16p"
-        else:
-            fmt = "fltp"
-            data = data.astype(np.float32, copy=False)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout="mono" if self._channels == 1 else "stereo")
+        if data.dtype != np.int16:
+            data = (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
+        # Packed s16, what aiortc's Opus sender (and most consumers) take as is.
+        interleaved = np.ascontiguousarray(data.T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="mono" if self._channels == 1 else "stereo")
         frame.sample_rate = self._rate
         frame.pts = self._next
         frame.time_base = Fraction(1, self._rate)

@@ -1,0 +1,76 @@
+"""Shared fixtures: small streams of generated media, and an event log."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+
+EVENTS = ("start", "stop", "dataavailable", "pause", "resume", "error")
+
+
+def make_stream(
+    *, video: bool = True, audio: bool = True, realtime: bool = False, duration: float | None = 1.0, size=(160, 120)
+) -> MediaStream:
+    """A stream of a moving pattern and/or a tone; not real time unless asked."""
+    tracks: list[Any] = []
+    if video:
+        tracks.append(FrameTrack(moving_pattern(*size), fps=30, realtime=realtime, duration=duration))
+    if audio:
+        tracks.append(SampleTrack(sine_tone(440), realtime=realtime, duration=duration))
+    return MediaStream(tracks)
+
+
+class EventLog:
+    """Records every event of a recorder, with the recorder's state when it arrived."""
+
+    def __init__(self, recorder: MediaRecorder) -> None:
+        self.recorder = recorder
+        self.events: list[Any] = []
+        self.states: list[str] = []
+        self.stopped = asyncio.Event()
+        for name in EVENTS:
+            recorder.on(name, self._record)
+
+    def _record(self, event: Any) -> None:
+        self.events.append(event)
+        self.states.append(self.recorder.state)
+        if event.type == "stop":
+            self.stopped.set()
+
+    @property
+    def types(self) -> list[str]:
+        return [e.type for e in self.events]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(e.data for e in self.events if e.type == "dataavailable")
+
+    async def wait_stopped(self, timeout: float = 20.0) -> None:
+        await asyncio.wait_for(self.stopped.wait(), timeout)
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("asyncrec-")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_workers() -> Iterator[None]:
+    """Every test must leave no recording thread behind."""
+    before = set(worker_threads())
+    yield
+    leaked = [t for t in worker_threads() if t not in before and t.is_alive()]
+    assert not leaked, f"recording threads left running: {leaked}"
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep aiortc's ICE on 127.0.0.1 (aioice skips loopback by default)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
