@@ -31,6 +31,7 @@ from _common import (
     machine_info,
     median,
     parse_size,
+    patch_asyncrec_codec_threads,
     picture_pool,
     print_table,
     set_switch_interval,
@@ -95,7 +96,9 @@ class Run:
     stats: RecorderStatistics | None = None
 
 
-def run_baseline(pool: list[YuvArray], frames: int, fps: float, codec: str, bps: int) -> Run:
+def run_baseline(
+    pool: list[YuvArray], frames: int, fps: float, codec: str, bps: int, threads: int | None = None
+) -> Run:
     """A synchronous PyAV loop doing what asyncrec's worker does, with the same settings."""
     spec = CODECS[codec]
     sink = WriteOnlySink()
@@ -109,6 +112,8 @@ def run_baseline(pool: list[YuvArray], frames: int, fps: float, codec: str, bps:
     stream.bit_rate = bps
     stream.codec_context.time_base = VIDEO_TIME_BASE
     stream.codec_context.gop_size = GOP_SIZE
+    if threads is not None:  # only with --codec-threads, which patches asyncrec the same way
+        stream.codec_context.thread_count = threads
     for index in range(frames):
         frame = av.VideoFrame.from_ndarray(pool[index % len(pool)], format="yuv420p")
         # asyncrec's timestamps: the source's 1/90000 spacing rounded to milliseconds.
@@ -153,25 +158,30 @@ def main() -> int:
     parser.add_argument("--noise", type=int, default=3, help="+- luma grain, camera-like (default 3; 0: clean)")
     parser.add_argument("--timeslice", type=int, default=1000, help="asyncrec timeslice in ms (default 1000)")
     parser.add_argument("--switch-interval", type=float, default=None, help="GIL switch interval in ms")
+    parser.add_argument("--codec-threads", type=int, default=None, help="EXPERIMENT: encoder thread_count, both sides")
     parser.add_argument("--no-warmup", action="store_true", help="skip the short untimed run of each side")
     args = parser.parse_args()
     set_switch_interval(args.switch_interval)
+    if args.codec_threads is not None:
+        patch_asyncrec_codec_threads(args.codec_threads)
     fps = 30.0
     width, height = args.size
 
     print(f"throughput: {width}x{height} {args.codec.upper()} {args.bitrate / 1e6:g} Mb/s, {args.frames} frames/run")
     print(f"machine: {machine_info()}")
     spec = CODECS[args.codec]
-    print(f"encoder: {spec.encoder} {dict(spec.options)} gop {GOP_SIZE}, codec threads: PyAV default (both sides)")
+    threads = "PyAV default (auto)" if args.codec_threads is None else f"{args.codec_threads} (EXPERIMENT, patched)"
+    print(f"encoder: {spec.encoder} {dict(spec.options)} gop {GOP_SIZE}, codec threads: {threads}, both sides")
     pool = picture_pool(width, height, args.pool, args.noise)
     if not args.no_warmup:
         # Page in the libraries and let the CPU clock settle; not timed.
-        run_baseline(pool, 30, fps, args.codec, args.bitrate)
+        run_baseline(pool, 30, fps, args.codec, args.bitrate, args.codec_threads)
         run_asyncrec(pool, 30, fps, args.codec, args.bitrate, args.timeslice)
 
     runs: dict[str, list[Run]] = {"PyAV sync loop": [], "asyncrec": []}
     for _ in range(args.repeat):
-        runs["PyAV sync loop"].append(run_baseline(pool, args.frames, fps, args.codec, args.bitrate))
+        base = run_baseline(pool, args.frames, fps, args.codec, args.bitrate, args.codec_threads)
+        runs["PyAV sync loop"].append(base)
         runs["asyncrec"].append(run_asyncrec(pool, args.frames, fps, args.codec, args.bitrate, args.timeslice))
 
     # Verify after timing, so decoding never competes with a measurement.

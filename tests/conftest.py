@@ -11,6 +11,7 @@ import pytest
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 
+STOP_TIMEOUT = 20.0
 EVENTS = ("start", "stop", "dataavailable", "pause", "resume", "error")
 
 
@@ -51,8 +52,9 @@ class EventLog:
     def data(self) -> bytes:
         return b"".join(e.data for e in self.events if e.type == "dataavailable")
 
-    async def wait_stopped(self, timeout: float = 20.0) -> None:
-        await asyncio.wait_for(self.stopped.wait(), timeout)
+    async def wait_stopped(self) -> None:
+        """Wait for ``stop`` (bounded: a recording that never stops fails the test)."""
+        await asyncio.wait_for(self.stopped.wait(), STOP_TIMEOUT)
 
 
 def worker_threads() -> list[threading.Thread]:
@@ -70,7 +72,11 @@ def no_leaked_workers() -> Iterator[None]:
 
 @pytest.fixture
 def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep aiortc's ICE on 127.0.0.1 (aioice skips loopback by default)."""
+    """ICE gathers host candidates on 127.0.0.1 only (aioice skips loopback by default).
+
+    aioice's Connection.gather_candidates calls the module-level ``get_host_addresses`` of
+    ``aioice.ice``: patch it there.
+    """
     import aioice.ice
 
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"])

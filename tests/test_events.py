@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 import pytest
-from conftest import EventLog, make_stream, worker_threads
 
 from asyncrec import BlobEvent, Event, MediaRecorder
+from conftest import EventLog, make_stream, worker_threads
 
 
 async def test_coroutine_handlers_are_awaited_one_at_a_time_in_order() -> None:
@@ -33,7 +33,8 @@ async def test_coroutine_handlers_are_awaited_one_at_a_time_in_order() -> None:
         kind = trace[i].split(":")[0]
         assert trace[i : i + 3] == [f"{kind}:begin", f"{kind}:end", f"{kind}:plain"]
     kinds = [t.split(":")[0] for t in trace[::3]]
-    assert kinds[0] == "start" and kinds[-1] == "stop"
+    assert kinds[0] == "start"
+    assert kinds[-1] == "stop"
     assert set(kinds[1:-1]) == {"dataavailable"}
 
 
@@ -52,7 +53,8 @@ async def test_handler_exceptions_are_logged_and_recording_goes_on(caplog: pytes
     with caplog.at_level(logging.ERROR, logger="asyncrec"):
         recorder.start(50)
         await log.wait_stopped()
-    assert log.types[0] == "start" and log.types[-1] == "stop"
+    assert log.types[0] == "start"
+    assert log.types[-1] == "stop"
     assert "bug in a user handler" in caplog.text
     assert "async bug" in caplog.text
     assert log.data.startswith(b"\x1a\x45\xdf\xa3")
@@ -111,7 +113,8 @@ async def test_async_for_started_before_start_waits_for_the_recording() -> None:
     await asyncio.sleep(0)  # the collector is waiting before anything started
     recorder.start(50)
     chunks = await asyncio.wait_for(collector, 10)
-    assert chunks and chunks[0].startswith(b"\x1a\x45\xdf\xa3")
+    assert chunks
+    assert chunks[0].startswith(b"\x1a\x45\xdf\xa3")
 
 
 async def _drain(iterator: object) -> list[bytes]:
@@ -127,7 +130,8 @@ async def test_async_with_stops_and_releases_everything() -> None:
             break
         assert recorder.state == "recording"
     assert recorder.state == "inactive"
-    assert log.types[0] == "start" and log.types[-1] == "stop"
+    assert log.types[0] == "start"
+    assert log.types[-1] == "stop"
     assert not worker_threads()
     current = asyncio.current_task()
     assert [t for t in asyncio.all_tasks() if t is not current] == []

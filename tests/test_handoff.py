@@ -12,7 +12,8 @@ async def test_live_video_drops_the_oldest_frame_of_its_track() -> None:
     handoff.offer(FrameItem(1, "a0", 0.0))
     assert handoff.offer(FrameItem(0, "f1", 0.1)) is None
     dropped = handoff.offer(FrameItem(0, "f2", 0.2))
-    assert dropped is not None and dropped.frame == "f0"
+    assert dropped is not None
+    assert dropped.frame == "f0"
     handoff.control("stop")
     items = handoff.take(0)
     assert [getattr(i, "frame", None) or i.command for i in items] == ["a0", "f1", "f2", "stop"]  # type: ignore[union-attr]

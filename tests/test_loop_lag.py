@@ -9,9 +9,8 @@ import asyncio
 import statistics
 import time
 
-from conftest import EventLog
-
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+from conftest import EventLog
 
 PROBE_INTERVAL = 0.005
 
@@ -39,7 +38,9 @@ async def test_loop_lag_stays_small_while_recording_720p30_in_real_time() -> Non
     lags = sorted(await probe)
     p99 = lags[int(len(lags) * 0.99)]
     stats = recorder.statistics()
-    print(f"loop lag p50 {statistics.median(lags) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms")
+    print(
+        f"loop lag p50 {statistics.median(lags) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms"
+    )
     # Generous: encoding one 720p VP8 frame on the loop would alone cost ~5-15 ms per frame.
     assert p99 < 0.030
     assert lags[-1] < 0.250

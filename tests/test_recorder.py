@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import pytest
-from conftest import EventLog, make_stream
 
 from asyncrec import (
     AsyncrecError,
@@ -23,6 +22,7 @@ from asyncrec import (
     moving_pattern,
     sine_tone,
 )
+from conftest import EventLog, make_stream
 
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 
@@ -232,7 +232,8 @@ async def test_timeslice_gives_regular_chunks_that_concatenate_to_one_file() -> 
     await log.wait_stopped()
     chunks = [e for e in log.events if e.type == "dataavailable"]
     assert len(chunks) >= 5  # 1.5 s in 200 ms slices, the final chunk included
-    assert log.types[0] == "start" and log.types[-1] == "stop"
+    assert log.types[0] == "start"
+    assert log.types[-1] == "stop"
     assert chunks[0].data.startswith(EBML_MAGIC)
     timecodes = [c.timecode for c in chunks]
     assert timecodes[0] == 0
@@ -263,7 +264,8 @@ async def test_a_recorder_can_record_again_after_stop() -> None:
     await recorder.stop()
     assert log.types == ["start", "dataavailable", "stop", "start", "dataavailable", "stop"]
     first, second = log.events[1].data, log.events[4].data
-    assert first.startswith(EBML_MAGIC) and second.startswith(EBML_MAGIC)
+    assert first.startswith(EBML_MAGIC)
+    assert second.startswith(EBML_MAGIC)
 
 
 async def test_encoder_failure_reports_encoding_error_then_data_then_stop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,4 +342,5 @@ async def test_pyav_work_runs_on_the_worker_thread(monkeypatch: pytest.MonkeyPat
     log = EventLog(recorder)
     recorder.start(100)
     await log.wait_stopped()
-    assert threads and threading.get_ident() not in threads
+    assert threads
+    assert threading.get_ident() not in threads

@@ -12,7 +12,8 @@ def test_track_set_accessors() -> None:
     assert stream.getAudioTracks() == [audio]
     assert stream.getTrackById(audio.id) is audio
     assert stream.getTrackById("nope") is None
-    assert stream.id and stream.id != MediaStream().id
+    assert stream.id
+    assert stream.id != MediaStream().id
 
 
 def test_active_follows_the_tracks() -> None:

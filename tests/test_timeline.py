@@ -42,14 +42,18 @@ def test_jumps_do_not_stretch_or_corrupt_the_timeline(jump: float) -> None:
     after = clock.stamp(0, 1001.0 + jump, now=1.04)
     assert after == pytest.approx(1.04, abs=MAX_DRIFT)
     nxt = clock.stamp(0, 1001.0 + jump + 0.04, now=1.08)
-    assert nxt is not None and after is not None and nxt > after
+    assert nxt is not None
+    assert after is not None
+    assert nxt > after
 
 
 def test_timestamps_strictly_increase() -> None:
     clock = Timeline([False])
     first = clock.stamp(0, 1.0, now=0.0)
     repeat = clock.stamp(0, 1.0, now=0.001)
-    assert first is not None and repeat is not None and repeat >= first + MIN_STEP
+    assert first is not None
+    assert repeat is not None
+    assert repeat >= first + MIN_STEP
 
 
 def test_a_source_faster_than_real_time_keeps_its_spacing() -> None:

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs.opus import OpusEncoder
@@ -21,16 +20,6 @@ RECORD_SECONDS = 3.0
 TIMESLICE_MS = 500
 FPS = 30
 CONNECT_TIMEOUT = 15
-
-
-@pytest.fixture
-def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice skips loopback by default).
-
-    aioice's Connection.gather_candidates calls the module-level ``get_host_addresses`` of
-    ``aioice.ice``: patch it there.
-    """
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"])
 
 
 @pytest.fixture

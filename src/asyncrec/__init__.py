@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._events import BlobEvent, Completion, ErrorEvent, Event
 from ._recorder import MediaRecorder
+from ._sink import FileSink
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
 from .sources import FrameTrack, SampleTrack, moving_pattern, sine_tone
@@ -33,6 +34,7 @@ __all__ = [
     "EncodingError",
     "ErrorEvent",
     "Event",
+    "FileSink",
     "FrameTrack",
     "InvalidModificationError",
     "InvalidStateError",

@@ -15,6 +15,7 @@ at most one ``call_soon_threadsafe`` back to the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -135,10 +136,9 @@ class HandOff:
         return items
 
     def _call_loop(self, callback: Any) -> None:
-        try:
+        # A closed loop has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
 
 
 def monotonic() -> float:

@@ -89,7 +89,9 @@ class MediaRecorder:
         self._constrained_bps = _unsigned("bitsPerSecond", bitsPerSecond)
         self._key_frame_count = _unsigned("videoKeyFrameIntervalCount", videoKeyFrameIntervalCount)
         if videoKeyFrameIntervalDuration is not None:
-            if isinstance(videoKeyFrameIntervalDuration, bool) or not isinstance(videoKeyFrameIntervalDuration, int | float):
+            if isinstance(videoKeyFrameIntervalDuration, bool) or not isinstance(
+                videoKeyFrameIntervalDuration, int | float
+            ):
                 raise TypeError("videoKeyFrameIntervalDuration must be a number of milliseconds")
             if not math.isfinite(videoKeyFrameIntervalDuration) or videoKeyFrameIntervalDuration < 0:
                 raise ValueError("videoKeyFrameIntervalDuration must be finite and not negative")

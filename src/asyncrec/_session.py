@@ -157,7 +157,9 @@ class Session:
                 break
             except Exception:
                 # A faulty track ends for the recording; the others go on.
-                logger.warning("track %s (%s) failed; recording goes on without it", track.id, track.kind, exc_info=True)
+                logger.warning(
+                    "track %s (%s) failed; recording goes on without it", track.id, track.kind, exc_info=True
+                )
                 break
             await self._accept(index, track, frame, expected, counters, live)
             # recv() of a source with frames always ready never suspends: let others run.

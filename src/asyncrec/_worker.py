@@ -155,7 +155,7 @@ class _AudioPath:
         self._next_pts: int | None = None
         self._expected: float | None = None  # media time of the next input sample
 
-    def push(self, frame: av.AudioFrame, at: float) -> list[av.Packet]:
+    def push(self, frame: av.AudioFrame, at: float) -> list[av.Packet[Any]]:
         if self._next_pts is None:
             self._next_pts = round(at * AUDIO_RATE)
         elif self._expected is not None and at - self._expected > AUDIO_GAP:
@@ -173,7 +173,7 @@ class _AudioPath:
             self._write(out)
         return self._encode_ready(final=False)
 
-    def flush(self) -> list[av.Packet]:
+    def flush(self) -> list[av.Packet[Any]]:
         self._drain_resampler()
         packets = self._encode_ready(final=True)
         packets.extend(self._stream.encode(None))
@@ -199,10 +199,11 @@ class _AudioPath:
             plane.update(bytes(plane.buffer_size))
         self._write(silent)
 
-    def _encode_ready(self, *, final: bool) -> list[av.Packet]:
-        packets: list[av.Packet] = []
+    def _encode_ready(self, *, final: bool) -> list[av.Packet[Any]]:
+        packets: list[av.Packet[Any]] = []
         while self._fifo.samples >= self._frame_size or (final and self._fifo.samples):
             out = self._fifo.read(min(self._frame_size, self._fifo.samples))
+            assert out is not None
             assert self._next_pts is not None
             out.pts = self._next_pts
             out.time_base = AUDIO_TIME_BASE
@@ -261,7 +262,9 @@ class RecordingWorker:
         self._chunk_timecode = 0.0
         self._written_until_ms = 0.0
         timeslice = settings.timeslice
-        self._cluster_ms = MAX_CLUSTER_MS if timeslice is None else max(10, min(MAX_CLUSTER_MS, round(timeslice * 1000)))
+        self._cluster_ms = (
+            MAX_CLUSTER_MS if timeslice is None else max(10, min(MAX_CLUSTER_MS, round(timeslice * 1000)))
+        )
         self._next_slice: float | None = None
 
     # -- lifetime (called from the loop) ----------------------------------------------------
@@ -453,7 +456,7 @@ class RecordingWorker:
             self.counters.busy += time.perf_counter() - started
         self.counters.encoded[item.track] += 1
 
-    def _encode_video(self, track: _Track, item: FrameItem) -> list[av.Packet]:
+    def _encode_video(self, track: _Track, item: FrameItem) -> list[av.Packet[Any]]:
         frame: av.VideoFrame = item.frame
         pts = round(item.time * 1000)
         if pts <= track.last_pts:
@@ -464,7 +467,7 @@ class RecordingWorker:
         frame.pict_type = av.video.frame.PictureType.NONE
         if self._key_frame_due(track, item.time):
             frame.pict_type = av.video.frame.PictureType.I
-        packets: list[av.Packet] = track.stream.encode(frame)
+        packets: list[av.Packet[Any]] = track.stream.encode(frame)
         for packet in packets:
             if packet.is_keyframe:
                 track.frames_since_key = 0
@@ -481,7 +484,7 @@ class RecordingWorker:
             return at - track.last_key_time >= interval
         return False
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet[Any]]) -> None:
         for packet in packets:
             before = self._sink.total
             self._container.mux_one(packet)

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
-from typing import Union
+from typing import TypeAlias
 
 import av
 import numpy as np
@@ -23,15 +23,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 
-VideoSource = Union[
-    npt.NDArray[np.uint8],
-    Callable[[int, float], Union[npt.NDArray[np.uint8], av.VideoFrame]],
-    Iterable[Union[npt.NDArray[np.uint8], av.VideoFrame]],
-]
-AudioSource = Union[
-    npt.NDArray[np.generic],
-    Callable[[int, int], npt.NDArray[np.generic]],
-]
+VideoSource: TypeAlias = (
+    npt.NDArray[np.uint8]
+    | Callable[[int, float], npt.NDArray[np.uint8] | av.VideoFrame]
+    | Iterable[npt.NDArray[np.uint8] | av.VideoFrame]
+)
+AudioSource: TypeAlias = npt.NDArray[np.generic] | Callable[[int, int], npt.NDArray[np.generic]]
 
 
 class _Pacer:
@@ -106,7 +103,9 @@ class FrameTrack(MediaStreamTrack):
         except StopIteration:
             self.stop()
             raise MediaStreamError from None
-        frame = picture if isinstance(picture, av.VideoFrame) else av.VideoFrame.from_ndarray(picture, format=self._format)
+        frame = (
+            picture if isinstance(picture, av.VideoFrame) else av.VideoFrame.from_ndarray(picture, format=self._format)
+        )
         frame.pts = round(seconds * VIDEO_TIME_BASE.denominator)
         frame.time_base = VIDEO_TIME_BASE
         self._index += 1
@@ -172,7 +171,9 @@ class SampleTrack(MediaStreamTrack):
             data = (np.clip(data, -1.0, 1.0) * 32767).astype(np.int16)
         # Packed s16, what aiortc's Opus sender (and most consumers) take as is.
         interleaved = np.ascontiguousarray(data.T).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="mono" if self._channels == 1 else "stereo")
+        frame = av.AudioFrame.from_ndarray(
+            interleaved, format="s16", layout="mono" if self._channels == 1 else "stereo"
+        )
         frame.sample_rate = self._rate
         frame.pts = self._next
         frame.time_base = Fraction(1, self._rate)
@@ -210,11 +211,13 @@ def moving_pattern(width: int = 640, height: int = 480) -> Callable[[int, float]
 
 
 def _fill(plane: av.video.plane.VideoPlane, data: npt.NDArray[np.uint8]) -> None:
-    view = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    view = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
     view[:, : data.shape[1]] = data
 
 
-def sine_tone(frequency: float = 440.0, sample_rate: int = 48000, *, channels: int = 1, amplitude: float = 0.3) -> Callable[[int, int], npt.NDArray[np.float32]]:
+def sine_tone(
+    frequency: float = 440.0, sample_rate: int = 48000, *, channels: int = 1, amplitude: float = 0.3
+) -> Callable[[int, int], npt.NDArray[np.float32]]:
     """A sine tone for :class:`SampleTrack`: ``(first_sample, count) -> (channels, count)``."""
 
     def read(first: int, count: int) -> npt.NDArray[np.float32]:
