@@ -54,15 +54,18 @@ _active_lock = threading.Lock()
 _active_workers = 0
 
 
-def codec_threads(width: int, height: int) -> int:
+def codec_threads(encoder: str, width: int, height: int) -> int:
     """Encoder threads for a picture size, given how many recordings share the machine.
 
-    Measured on 2 cores (VP8 realtime): FFmpeg's "auto" (0) ran at 0.4x of one thread;
-    two threads pay off from about 720p (1.3x) and cost below it. With more recordings
-    than cores, one thread each and parallelism across recordings.
+    Measured on 2 cores with VP8 realtime: FFmpeg's "auto" (0) ran at 0.4x of one
+    thread, and two threads, 1.3x faster on an idle machine, collapsed to a fraction of
+    one thread's speed as soon as another process used a core (the threads wait on each
+    other). One thread encodes 720p30 with 6x headroom, so VP8 keeps one; VP9's row
+    multithreading degrades gracefully and gets threads from 720p up. With more
+    recordings than cores, one thread each and parallelism across recordings.
     """
     cores = os.cpu_count() or 1
-    if width * height < 1280 * 720 * 3 // 4:
+    if encoder == "libvpx" or width * height < 1280 * 720 * 3 // 4:
         return 1
     return max(1, min(4, cores // max(1, _active_workers)))
 
@@ -421,7 +424,7 @@ class RecordingWorker:
         ctx.time_base = VIDEO_TIME_BASE
         # FFmpeg's default GOP of 12 frames would spend most of the bitrate on key frames.
         ctx.gop_size = 300
-        ctx.thread_count = codec_threads(width, height)
+        ctx.thread_count = codec_threads(spec.encoder, width, height)
         return stream
 
     def _add_audio(self, container: Any, spec: CodecSpec, first: av.AudioFrame | None) -> Any:
