@@ -94,6 +94,8 @@ class Source:
         self._tone = (np.repeat(tone, 2) * 32767).astype(np.int16).reshape(1, -1)
         self.video_frames = 0
         self.audio_frames = 0
+        # The deepest each queue got: frames a consumer had not taken yet.
+        self.max_backlog = [0, 0]
         self._start = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -121,6 +123,7 @@ class Source:
             frame.time_base = Fraction(1, 90000)
             self.video.queue.put_nowait(frame)
             self.video_frames += 1
+            self.max_backlog[0] = max(self.max_backlog[0], self.video.queue.qsize())
 
     async def _audio(self) -> None:
         per_second = AUDIO_RATE // AUDIO_SAMPLES
@@ -135,6 +138,7 @@ class Source:
             frame.time_base = Fraction(1, AUDIO_RATE)
             self.audio.queue.put_nowait(frame)
             self.audio_frames += 1
+            self.max_backlog[1] = max(self.max_backlog[1], self.audio.queue.qsize())
 
 
 class LagProbe:
@@ -175,6 +179,7 @@ class Result:
     video_produced: int
     audio_produced: int
     backlog: tuple[int, int]
+    max_backlog: tuple[int, int]
     output: bytes | Path | None
     stats: RecorderStatistics | None
     counts: MediaCounts | None = None
@@ -247,7 +252,17 @@ async def run_mode(mode: str, pool: list[YuvArray], fps: float, duration: float,
     await probe.stop()
 
     return Result(
-        mode, lag, stop_lag, wall, stop_seconds, source.video_frames, source.audio_frames, backlog, output, stats
+        mode=mode,
+        lag=lag,
+        stop_lag=stop_lag,
+        wall=wall,
+        stop_seconds=stop_seconds,
+        video_produced=source.video_frames,
+        audio_produced=source.audio_frames,
+        backlog=backlog,
+        max_backlog=(source.max_backlog[0], source.max_backlog[1]),
+        output=output,
+        stats=stats,
     )
 
 
@@ -270,6 +285,7 @@ def report(results: list[Result]) -> None:
                 ms(max(r.stop_lag, default=float("nan"))),
                 f"{r.video_produced} / {'-' if c is None else c.video_frames}",
                 f"{r.audio_produced} / {'-' if c is None else c.audio_frames}",
+                f"{r.max_backlog[0]}/{r.max_backlog[1]}",
                 f"{r.backlog[0]}/{r.backlog[1]}",
                 f"{r.wall:.2f} / {'-' if c is None else f'{c.video_seconds:.2f}'}",
             ]
@@ -284,7 +300,8 @@ def report(results: list[Result]) -> None:
         "max lag in stop",
         "video in/out",
         "audio in/out",
-        "backlog v/a",
+        "max backlog v/a",
+        "lost at stop v/a",
         "wall s / video s",
     ]
     print()
