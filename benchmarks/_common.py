@@ -13,7 +13,6 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiortc
 import av
@@ -41,7 +40,7 @@ def picture_pool(width: int, height: int, count: int, noise: int) -> list[YuvArr
     rng = np.random.default_rng(1234)
     pool: list[YuvArray] = []
     for index in range(count):
-        array = make(index, index / 30).to_ndarray()
+        array = np.asarray(make(index, index / 30).to_ndarray(), dtype=np.uint8)
         if noise:
             grain = rng.integers(-noise, noise + 1, size=(height, width), dtype=np.int16)
             array[:height] = np.clip(array[:height].astype(np.int16) + grain, 0, 255).astype(np.uint8)
@@ -70,14 +69,14 @@ def count_media(source: bytes | Path, fps: float = 30.0) -> MediaCounts:
     first: float | None = None
     last: float | None = None
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r") as container:
             for frame in container.decode(*container.streams.video, *container.streams.audio):
                 if isinstance(frame, av.VideoFrame):
                     counts.video_frames += 1
                     if frame.time is not None:
                         first = frame.time if first is None else min(first, frame.time)
                         last = frame.time if last is None else max(last, frame.time)
-                else:
+                elif isinstance(frame, av.AudioFrame):
                     counts.audio_frames += 1
                     counts.audio_seconds += frame.samples / frame.sample_rate
     except av.FFmpegError as exc:
@@ -133,15 +132,9 @@ def machine_info() -> str:
 
 
 def patch_asyncrec_codec_threads(count: int) -> None:
-    """EXPERIMENT, off by default: open asyncrec's video encoders with ``count`` codec threads
-    (asyncrec leaves PyAV's default, auto). Monkeypatches a private method; src is not changed."""
+    """EXPERIMENT, off by default: make asyncrec open its video encoders with ``count`` codec
+    threads instead of its own choice (0: FFmpeg's auto). Patches a private function; src is
+    not changed."""
     from asyncrec import _worker
 
-    original = _worker.RecordingWorker._add_video
-
-    def add_video(self: _worker.RecordingWorker, container: Any, spec: Any, first: Any) -> Any:
-        stream = original(self, container, spec, first)
-        stream.codec_context.thread_count = count  # the encoder opens later, with the header
-        return stream
-
-    _worker.RecordingWorker._add_video = add_video  # type: ignore[method-assign]
+    _worker.codec_threads = lambda encoder, width, height: count

@@ -19,10 +19,11 @@ import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.video.stream import VideoStream
 
 from _common import (
     MediaCounts,
@@ -40,7 +41,7 @@ from asyncrec import MediaRecorder, MediaStream, RecorderStatistics
 
 # The baseline copies asyncrec's settings from the source of truth, so a change there moves both.
 from asyncrec._formats import CODECS, DEFAULT_VIDEO_BITS_PER_SECOND
-from asyncrec._worker import MAX_CLUSTER_MS, MAX_INTERLEAVE_DELTA_US, VIDEO_TIME_BASE
+from asyncrec._worker import MAX_CLUSTER_MS, MAX_INTERLEAVE_DELTA_US, VIDEO_TIME_BASE, codec_threads
 
 #: asyncrec's _worker._add_video sets this literal; keep the two equal.
 GOP_SIZE = 300
@@ -106,14 +107,14 @@ def run_baseline(
     options = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US), "cluster_time_limit": str(MAX_CLUSTER_MS)}
     container = av.open(sink, mode="w", format="webm", container_options=options)
     height, width = pool[0].shape[0] * 2 // 3, pool[0].shape[1]
-    stream = container.add_stream(spec.encoder, rate=30, options=dict(spec.options))
+    stream = cast(VideoStream, container.add_stream(spec.encoder, rate=30, options=dict(spec.options)))
     stream.width, stream.height = width, height
     stream.pix_fmt = spec.pix_fmt
     stream.bit_rate = bps
     stream.codec_context.time_base = VIDEO_TIME_BASE
     stream.codec_context.gop_size = GOP_SIZE
-    if threads is not None:  # only with --codec-threads, which patches asyncrec the same way
-        stream.codec_context.thread_count = threads
+    # asyncrec's thread policy (one recording at a time here), or --codec-threads on both sides.
+    stream.codec_context.thread_count = codec_threads(spec.encoder, width, height) if threads is None else threads
     for index in range(frames):
         frame = av.VideoFrame.from_ndarray(pool[index % len(pool)], format="yuv420p")
         # asyncrec's timestamps: the source's 1/90000 spacing rounded to milliseconds.
@@ -170,7 +171,10 @@ def main() -> int:
     print(f"throughput: {width}x{height} {args.codec.upper()} {args.bitrate / 1e6:g} Mb/s, {args.frames} frames/run")
     print(f"machine: {machine_info()}")
     spec = CODECS[args.codec]
-    threads = "PyAV default (auto)" if args.codec_threads is None else f"{args.codec_threads} (EXPERIMENT, patched)"
+    if args.codec_threads is None:
+        threads = f"{codec_threads(spec.encoder, width, height)} (asyncrec's choice)"
+    else:
+        threads = f"{args.codec_threads} (EXPERIMENT, asyncrec patched)"
     print(f"encoder: {spec.encoder} {dict(spec.options)} gop {GOP_SIZE}, codec threads: {threads}, both sides")
     pool = picture_pool(width, height, args.pool, args.noise)
     if not args.no_warmup:
