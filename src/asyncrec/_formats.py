@@ -29,7 +29,7 @@ DEFAULT_AUDIO_BITS_PER_SECOND = 128_000
 class CodecSpec:
     """One codec asyncrec can record, and how its encoder is set up."""
 
-    #: The identifier written in ``mimeType`` (``vp8``, ``opus``).
+    #: The identifier written in ``mimeType`` for WebM/Matroska/Ogg (``vp8``, ``opus``).
     id: str
     kind: Kind
     #: The FFmpeg encoder PyAV opens.
@@ -38,10 +38,23 @@ class CodecSpec:
     aliases: frozenset[str]
     #: Encoder options for real-time use, set before the encoder opens.
     options: Mapping[str, str] = field(default_factory=dict)
+    #: The identifier written in ``mimeType`` for MP4 (RFC 6381: ``vp09``, ``av01``).
+    mp4_id: str = ""
     #: Pixel format the encoder is fed (video).
     pix_fmt: str = "yuv420p"
-    #: Audio samples per encoded frame at 48 kHz (audio); 0 lets the codec choose.
+    #: Audio samples per encoded frame at 48 kHz (audio).
     frame_size: int = 0
+    #: Smallest picture the encoder takes (video); smaller recordings are letterboxed.
+    min_size: int = 2
+    #: Whether FFmpeg's strict WebM muxer takes it; if not, WebM is written by the
+    #: Matroska muxer, as Chromium writes H.264 "WebM".
+    in_webm: bool = True
+    #: Full codec strings accepted when the identifier alone says too little
+    #: (``mp4a.40.2`` is AAC-LC; ``mp4a.40.5``, HE-AAC, is not something we can encode).
+    exact: frozenset[str] = frozenset()
+
+    def mime_id(self, muxer: str) -> str:
+        return self.mp4_id or self.id if muxer == "mp4" else self.id
 
 
 @dataclass(frozen=True)
@@ -55,23 +68,32 @@ class ContainerSpec:
     audio: tuple[str, ...]
 
 
+_VPX_REALTIME = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+
 CODECS: dict[str, CodecSpec] = {
     spec.id: spec
     for spec in (
+        # libwebrtc's real-time settings: no look-ahead, so a frame in gives a packet out.
+        CodecSpec("vp8", "video", "libvpx", frozenset({"vp8"}), {**_VPX_REALTIME, "error-resilient": "0"}),
+        CodecSpec("vp9", "video", "libvpx-vp9", frozenset({"vp9", "vp09"}), {**_VPX_REALTIME, "row-mt": "1"}, "vp09"),
+        # SVT-AV1's low-delay prediction structure (no look-ahead) needs its CBR mode.
         CodecSpec(
-            "vp8",
+            "av1",
             "video",
-            "libvpx",
-            frozenset({"vp8"}),
-            # libwebrtc's real-time settings: no look-ahead, so a frame in gives a packet out.
-            {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "0"},
+            "libsvtav1",
+            frozenset({"av1", "av01"}),
+            {"preset": "12", "svtav1-params": "pred-struct=1:rc=2"},
+            "av01",
+            # SVT-AV1 refuses pictures under 4 pixels and fails to configure under 64.
+            min_size=64,
         ),
         CodecSpec(
-            "vp9",
+            "avc1",
             "video",
-            "libvpx-vp9",
-            frozenset({"vp9", "vp09"}),
-            {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "row-mt": "1"},
+            "libx264",
+            frozenset({"avc1", "avc3", "h264"}),
+            {"preset": "veryfast", "tune": "zerolatency"},
+            in_webm=False,
         ),
         CodecSpec(
             "opus",
@@ -81,15 +103,26 @@ CODECS: dict[str, CodecSpec] = {
             {"application": "audio", "frame_duration": "20"},
             frame_size=960,
         ),
+        CodecSpec(
+            "mp4a.40.2",
+            "audio",
+            "aac",
+            frozenset({"mp4a"}),
+            frame_size=1024,
+            in_webm=False,
+            exact=frozenset({"mp4a", "mp4a.40", "mp4a.40.2", "mp4a.40.02"}),
+        ),
     )
 }
 
 CONTAINERS: dict[str, ContainerSpec] = {
     spec.mime: spec
     for spec in (
-        ContainerSpec("video/webm", "webm", ("vp8", "vp9"), ("opus",)),
+        ContainerSpec("video/webm", "webm", ("vp8", "vp9", "av1", "avc1"), ("opus",)),
         ContainerSpec("audio/webm", "webm", (), ("opus",)),
-        ContainerSpec("video/x-matroska", "matroska", ("vp8", "vp9"), ("opus",)),
+        ContainerSpec("video/x-matroska", "matroska", ("vp8", "vp9", "av1", "avc1"), ("opus", "mp4a.40.2")),
+        ContainerSpec("video/mp4", "mp4", ("avc1", "vp9", "av1"), ("mp4a.40.2", "opus")),
+        ContainerSpec("audio/mp4", "mp4", (), ("mp4a.40.2", "opus")),
         ContainerSpec("audio/ogg", "ogg", (), ("opus",)),
     )
 }
@@ -175,7 +208,7 @@ def encoder_available(name: str) -> bool:
 def _codec_for(identifier: str) -> CodecSpec | None:
     ident = identifier.split(".", 1)[0].lower()
     for spec in CODECS.values():
-        if ident in spec.aliases:
+        if ident in spec.aliases and (not spec.exact or identifier.lower() in spec.exact):
             return spec
     return None
 
@@ -243,9 +276,16 @@ class Format:
     audio: CodecSpec | None
 
     @property
+    def muxer(self) -> str:
+        """The FFmpeg muxer: the container's, except Matroska's for codecs WebM refuses."""
+        if self.container.muxer == "webm" and not all(s.in_webm for s in (self.video, self.audio) if s is not None):
+            return "matroska"
+        return self.container.muxer
+
+    @property
     def mime_type(self) -> str:
         """The MIME type with the codecs used, as Chromium spells it."""
-        codecs = [spec.id for spec in (self.video, self.audio) if spec is not None]
+        codecs = [spec.mime_id(self.container.muxer) for spec in (self.video, self.audio) if spec is not None]
         return f"{self.container.mime};codecs={','.join(codecs)}"
 
 

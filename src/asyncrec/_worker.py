@@ -14,6 +14,7 @@ muxer never holds more than a short span of media.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -60,14 +61,56 @@ def codec_threads(encoder: str, width: int, height: int) -> int:
     Measured on 2 cores with VP8 realtime: FFmpeg's "auto" (0) ran at 0.4x of one
     thread, and two threads, 1.3x faster on an idle machine, collapsed to a fraction of
     one thread's speed as soon as another process used a core (the threads wait on each
-    other). One thread encodes 720p30 with 6x headroom, so VP8 keeps one; VP9's row
-    multithreading degrades gracefully and gets threads from 720p up. With more
+    other). One thread encodes 720p30 in real time with room to spare with every codec
+    here, so threads are only used from 1080p up (never for VP8), and with more
     recordings than cores, one thread each and parallelism across recordings.
     """
     cores = os.cpu_count() or 1
-    if encoder == "libvpx" or width * height < 1280 * 720 * 3 // 4:
+    if encoder == "libvpx" or width * height < 1920 * 1080 * 3 // 4:
         return 1
     return max(1, min(4, cores // max(1, _active_workers)))
+
+
+def recording_size(spec: CodecSpec, width: int, height: int) -> tuple[int, int]:
+    """The picture size of a recording whose first frame is ``width`` x ``height``:
+    even (4:2:0 chroma) and at least the encoder's minimum."""
+    return (max(spec.min_size, width + width % 2), max(spec.min_size, height + height % 2))
+
+
+class _Fitter:
+    """Scales a frame of another size into the recording's picture, aspect ratio kept,
+    black bars around it, as browsers do when a track changes size. An FFmpeg filter
+    graph (it releases the GIL), rebuilt when the input size or format changes."""
+
+    def __init__(self, width: int, height: int, pix_fmt: str) -> None:
+        self._size = (width, height)
+        self._pix_fmt = pix_fmt
+        self._key: tuple[int, int, str] | None = None
+        self._graph: Any = None
+
+    def fit(self, frame: av.VideoFrame) -> av.VideoFrame:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:
+            self._graph = self._build(frame)
+            self._key = key
+        self._graph.push(frame)
+        out: av.VideoFrame = self._graph.pull()
+        return out
+
+    def _build(self, frame: av.VideoFrame) -> Any:
+        width, height = self._size
+        graph = av.filter.Graph()
+        chain = [
+            graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=VIDEO_TIME_BASE),
+            graph.add("scale", f"w={width}:h={height}:force_original_aspect_ratio=decrease:force_divisible_by=2"),
+            graph.add("pad", f"w={width}:h={height}:x=(ow-iw)/2:y=(oh-ih)/2:color=black"),
+            graph.add("format", self._pix_fmt),
+            graph.add("buffersink"),
+        ]
+        for upstream, downstream in itertools.pairwise(chain):
+            upstream.link_to(downstream)
+        graph.configure()
+        return graph
 
 
 @dataclass(frozen=True)
@@ -225,6 +268,7 @@ class _Track:
     frames_since_key: int = 0
     last_key_time: float | None = None
     audio: _AudioPath | None = None
+    fitter: _Fitter | None = None
     preopen_video: int = 0
 
 
@@ -394,12 +438,18 @@ class RecordingWorker:
             self._encode(item)
 
     def _open_container(self) -> Any:
+        muxer = self._fmt.muxer
         options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
-        if self._fmt.container.muxer in ("webm", "matroska"):
+        if muxer in ("webm", "matroska"):
             options["cluster_time_limit"] = str(self._cluster_ms)
-        elif self._fmt.container.muxer == "ogg":
+        elif muxer == "ogg":
             options["page_duration"] = str(self._cluster_ms * 1000)
-        container = av.open(self._sink, mode="w", format=self._fmt.container.muxer, container_options=options)
+        elif muxer == "mp4":
+            # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
+            # fragments as short as Matroska's clusters.
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            options["frag_duration"] = str(self._cluster_ms * 1000)
+        container = av.open(self._sink, mode="w", format=muxer, container_options=options)
         try:
             for track in self._tracks:
                 if track.kind == "video":
@@ -414,7 +464,9 @@ class RecordingWorker:
         return container
 
     def _add_video(self, container: Any, spec: CodecSpec, first: av.VideoFrame | None) -> Any:
-        width, height = (first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE
+        width, height = recording_size(
+            spec, *((first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE)
+        )
         stream = container.add_stream(spec.encoder, rate=30, options=dict(spec.options))
         stream.width = width
         stream.height = height
@@ -422,8 +474,10 @@ class RecordingWorker:
         stream.bit_rate = self._settings.video_bits_per_second
         ctx = stream.codec_context
         ctx.time_base = VIDEO_TIME_BASE
-        # FFmpeg's default GOP of 12 frames would spend most of the bitrate on key frames.
-        ctx.gop_size = 300
+        # FFmpeg's default GOP of 12 frames would spend most of the bitrate on key frames;
+        # an interval the user asked for is forced frame by frame instead.
+        asked = self._settings.key_frame_count is not None or self._settings.key_frame_interval is not None
+        ctx.gop_size = 1 << 20 if asked else 300
         ctx.thread_count = codec_threads(spec.encoder, width, height)
         return stream
 
@@ -461,6 +515,11 @@ class RecordingWorker:
 
     def _encode_video(self, track: _Track, item: FrameItem) -> list[av.Packet[Any]]:
         frame: av.VideoFrame = item.frame
+        ctx = track.stream.codec_context
+        if frame.width != ctx.width or frame.height != ctx.height:
+            if track.fitter is None:
+                track.fitter = _Fitter(ctx.width, ctx.height, ctx.pix_fmt)
+            frame = track.fitter.fit(frame)
         pts = round(item.time * 1000)
         if pts <= track.last_pts:
             pts = track.last_pts + 1
