@@ -1,27 +1,46 @@
-"""Helpers shared by the benchmarks: test pictures, output verification, tables, machine info.
+"""Helpers shared by the benchmarks: test pictures, a non-live track, the plain PyAV loop the
+recorder is measured against, output verification, tables, machine info.
 
 Not a benchmark itself; the scripts import it as ``_common`` (they run from this directory).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import math
 import os
 import platform
 import statistics
 import sys
+import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import aiortc
 import av
 import numpy as np
 import numpy.typing as npt
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.video.stream import VideoStream
 
-from asyncrec import moving_pattern
+# The baseline copies asyncrec's settings from the source of truth, so a change there moves both.
+from asyncrec import MediaRecorder, MediaStream, RecorderStatistics, _worker, moving_pattern
+from asyncrec._formats import CODECS
+from asyncrec._worker import MAX_CLUSTER_MS, MAX_INTERLEAVE_DELTA_US, VIDEO_TIME_BASE, codec_threads, recording_size
 
 YuvArray = npt.NDArray[np.uint8]
+#: A picture as ``VideoFrame.from_ndarray`` takes it: yuv420p ``(h * 3 // 2, w)`` or rgb24 ``(h, w, 3)``.
+PictureArray = npt.NDArray[np.uint8]
+
+#: Literals in asyncrec's ``_worker.RecordingWorker`` (no constant to import); ``check_worker_literals``
+#: fails the benchmark if they are no longer there.
+GOP_SIZE = 300
+MP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+SOURCE_TIME_BASE = Fraction(1, 90000)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -46,6 +65,159 @@ def picture_pool(width: int, height: int, count: int, noise: int) -> list[YuvArr
             array[:height] = np.clip(array[:height].astype(np.int16) + grain, 0, 255).astype(np.uint8)
         pool.append(array)
     return pool
+
+
+def to_rgb24(pool: list[YuvArray]) -> list[PictureArray]:
+    """The same pictures as packed rgb24 arrays ``(height, width, 3)``."""
+    return [av.VideoFrame.from_ndarray(array, format="yuv420p").to_ndarray(format="rgb24") for array in pool]
+
+
+def picture_size(array: PictureArray, pixel_format: str) -> tuple[int, int]:
+    """``(width, height)`` of a picture array in ``pixel_format`` (yuv420p or a packed format)."""
+    if pixel_format == "yuv420p":
+        return array.shape[1], array.shape[0] * 2 // 3
+    return array.shape[1], array.shape[0]
+
+
+def check_worker_literals() -> None:
+    """Exit if asyncrec's worker no longer has the settings this module copies as literals."""
+    source = inspect.getsource(_worker.RecordingWorker)
+    for literal in (f"else {GOP_SIZE}", f'"{MP4_MOVFLAGS}"'):
+        if literal not in source:
+            raise SystemExit(f"benchmark settings drifted: {literal!r} is no longer in asyncrec's RecordingWorker")
+
+
+def container_options(muxer: str) -> dict[str, str]:
+    """asyncrec's muxer options (``RecordingWorker._open_container``) for a timeslice >= 100 ms."""
+    options = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
+    if muxer in ("webm", "matroska"):
+        options["cluster_time_limit"] = str(MAX_CLUSTER_MS)
+    elif muxer == "ogg":
+        options["page_duration"] = str(MAX_CLUSTER_MS * 1000)
+    elif muxer == "mp4":
+        options["movflags"] = MP4_MOVFLAGS
+        options["frag_duration"] = str(MAX_CLUSTER_MS * 1000)
+    return options
+
+
+class PoolTrack(MediaStreamTrack):
+    """A non-live video track: a fresh frame from the pool on every ``recv()``, no waiting.
+
+    A fresh ``VideoFrame`` each time matters: the recorder sets ``pts`` on its worker thread,
+    so one frame object handed out twice could be changed while still queued.
+    """
+
+    kind = "video"
+
+    def __init__(self, pool: list[PictureArray], frames: int, fps: float, pixel_format: str = "yuv420p") -> None:
+        super().__init__()
+        self.live = False  # backpressure, never drops: every frame must reach the file
+        self._pool = pool
+        self._frames = frames
+        self._format = pixel_format
+        self._step = round(SOURCE_TIME_BASE.denominator / fps)
+        self._index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self._index >= self._frames:
+            self.stop()
+            raise MediaStreamError
+        frame = av.VideoFrame.from_ndarray(self._pool[self._index % len(self._pool)], format=self._format)
+        frame.pts = self._index * self._step
+        frame.time_base = SOURCE_TIME_BASE
+        self._index += 1
+        return frame
+
+
+class WriteOnlySink:
+    """The same kind of sink as asyncrec's: ``write`` only (no seek), each buffer copied."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        return len(chunk)
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    data: bytes
+    stats: RecorderStatistics | None = None
+
+
+def run_plain_pyav(
+    pool: list[PictureArray],
+    frames: int,
+    fps: float,
+    codec: str,
+    muxer: str,
+    bps: int,
+    pixel_format: str = "yuv420p",
+    threads: int | None = None,
+) -> Run:
+    """A synchronous PyAV loop doing what asyncrec's worker does, with the same settings:
+    ``from_ndarray``, encode (converting to the encoder's pixel format if needed) and mux
+    into a write-only sink, all in one thread."""
+    spec = CODECS[codec]
+    sink = WriteOnlySink()
+    wall, cpu = time.perf_counter(), time.process_time()
+    container = av.open(sink, mode="w", format=muxer, container_options=container_options(muxer))
+    width, height = recording_size(spec, *picture_size(pool[0], pixel_format))
+    stream = cast(VideoStream, container.add_stream(spec.encoder, rate=30, options=dict(spec.options)))
+    stream.width, stream.height = width, height
+    stream.pix_fmt = spec.pix_fmt
+    stream.bit_rate = bps
+    stream.codec_context.time_base = VIDEO_TIME_BASE
+    stream.codec_context.gop_size = GOP_SIZE
+    # asyncrec's thread policy (one recording at a time here), or --codec-threads on both sides.
+    stream.codec_context.thread_count = codec_threads(spec.encoder, width, height) if threads is None else threads
+    step = round(SOURCE_TIME_BASE.denominator / fps)
+    for index in range(frames):
+        frame = av.VideoFrame.from_ndarray(pool[index % len(pool)], format=pixel_format)
+        # asyncrec's timestamps: the source's 1/90000 spacing rounded to milliseconds.
+        frame.pts = round(index * step / 90)
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in stream.encode(frame):
+            container.mux_one(packet)
+    for packet in stream.encode(None):
+        container.mux_one(packet)
+    container.close()
+    return Run(time.perf_counter() - wall, time.process_time() - cpu, b"".join(sink.parts))
+
+
+async def _record(
+    pool: list[PictureArray], frames: int, fps: float, mime: str, bps: int, timeslice: int, pixel_format: str
+) -> Run:
+    track = PoolTrack(pool, frames, fps, pixel_format)
+    recorder = MediaRecorder(MediaStream([track]), mimeType=mime, videoBitsPerSecond=bps)
+    chunks: list[bytes] = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    recorder.start(timeslice)
+    # The recorder stops by itself when the track ends; the iterator ends after "stop".
+    async for event in recorder:
+        chunks.append(event.data)
+    run = Run(time.perf_counter() - wall, time.process_time() - cpu, b"".join(chunks), recorder.statistics())
+    await recorder.aclose()
+    return run
+
+
+def run_asyncrec(
+    pool: list[PictureArray],
+    frames: int,
+    fps: float,
+    mime: str,
+    bps: int,
+    timeslice: int,
+    pixel_format: str = "yuv420p",
+) -> Run:
+    """asyncrec recording ``frames`` frames of a non-live :class:`PoolTrack`; chunks kept in memory."""
+    # A fresh loop per run (outside the timing), as a user's program would have.
+    return asyncio.run(_record(pool, frames, fps, mime, bps, timeslice, pixel_format))
 
 
 @dataclass

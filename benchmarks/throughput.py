@@ -14,20 +14,14 @@ hits both alike; the medians are compared.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import time
-from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, cast
-
-import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av.video.stream import VideoStream
 
 from _common import (
+    GOP_SIZE,
     MediaCounts,
+    Run,
     YuvArray,
+    check_worker_literals,
     count_media,
     machine_info,
     median,
@@ -35,117 +29,25 @@ from _common import (
     patch_asyncrec_codec_threads,
     picture_pool,
     print_table,
+    run_plain_pyav,
     set_switch_interval,
 )
-from asyncrec import MediaRecorder, MediaStream, RecorderStatistics
-
-# The baseline copies asyncrec's settings from the source of truth, so a change there moves both.
+from _common import run_asyncrec as _run_asyncrec
 from asyncrec._formats import CODECS, DEFAULT_VIDEO_BITS_PER_SECOND
-from asyncrec._worker import MAX_CLUSTER_MS, MAX_INTERLEAVE_DELTA_US, VIDEO_TIME_BASE, codec_threads
+from asyncrec._worker import codec_threads
 
-#: asyncrec's _worker._add_video sets this literal; keep the two equal.
-GOP_SIZE = 300
-SOURCE_TIME_BASE = Fraction(1, 90000)
 TARGET_RATIO = 0.9
-
-
-class PoolTrack(MediaStreamTrack):
-    """A non-live video track: a fresh frame from the pool on every ``recv()``, no waiting.
-
-    A fresh ``VideoFrame`` each time matters: the recorder sets ``pts`` on its worker thread,
-    so one frame object handed out twice could be changed while still queued.
-    """
-
-    kind = "video"
-
-    def __init__(self, pool: list[YuvArray], frames: int, fps: float) -> None:
-        super().__init__()
-        self.live = False  # backpressure, never drops: every frame must reach the file
-        self._pool = pool
-        self._frames = frames
-        self._step = round(SOURCE_TIME_BASE.denominator / fps)
-        self._index = 0
-
-    async def recv(self) -> av.VideoFrame:
-        if self._index >= self._frames:
-            self.stop()
-            raise MediaStreamError
-        frame = av.VideoFrame.from_ndarray(self._pool[self._index % len(self._pool)], format="yuv420p")
-        frame.pts = self._index * self._step
-        frame.time_base = SOURCE_TIME_BASE
-        self._index += 1
-        return frame
-
-
-class WriteOnlySink:
-    """The same kind of sink as asyncrec's: ``write`` only (no seek), each buffer copied."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self.parts.append(chunk)
-        return len(chunk)
-
-
-@dataclass
-class Run:
-    wall: float
-    cpu: float
-    data: bytes
-    stats: RecorderStatistics | None = None
 
 
 def run_baseline(
     pool: list[YuvArray], frames: int, fps: float, codec: str, bps: int, threads: int | None = None
 ) -> Run:
-    """A synchronous PyAV loop doing what asyncrec's worker does, with the same settings."""
-    spec = CODECS[codec]
-    sink = WriteOnlySink()
-    wall, cpu = time.perf_counter(), time.process_time()
-    options = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US), "cluster_time_limit": str(MAX_CLUSTER_MS)}
-    container = av.open(sink, mode="w", format="webm", container_options=options)
-    height, width = pool[0].shape[0] * 2 // 3, pool[0].shape[1]
-    stream = cast(VideoStream, container.add_stream(spec.encoder, rate=30, options=dict(spec.options)))
-    stream.width, stream.height = width, height
-    stream.pix_fmt = spec.pix_fmt
-    stream.bit_rate = bps
-    stream.codec_context.time_base = VIDEO_TIME_BASE
-    stream.codec_context.gop_size = GOP_SIZE
-    # asyncrec's thread policy (one recording at a time here), or --codec-threads on both sides.
-    stream.codec_context.thread_count = codec_threads(spec.encoder, width, height) if threads is None else threads
-    for index in range(frames):
-        frame = av.VideoFrame.from_ndarray(pool[index % len(pool)], format="yuv420p")
-        # asyncrec's timestamps: the source's 1/90000 spacing rounded to milliseconds.
-        frame.pts = round(index * round(SOURCE_TIME_BASE.denominator / fps) / 90)
-        frame.time_base = VIDEO_TIME_BASE
-        frame.pict_type = av.video.frame.PictureType.NONE
-        for packet in stream.encode(frame):
-            container.mux_one(packet)
-    for packet in stream.encode(None):
-        container.mux_one(packet)
-    container.close()
-    return Run(time.perf_counter() - wall, time.process_time() - cpu, b"".join(sink.parts))
-
-
-async def _record(pool: list[YuvArray], frames: int, fps: float, codec: str, bps: int, timeslice: int) -> Run:
-    track = PoolTrack(pool, frames, fps)
-    recorder = MediaRecorder(MediaStream([track]), mimeType=f"video/webm;codecs={codec}", videoBitsPerSecond=bps)
-    chunks: list[bytes] = []
-    wall, cpu = time.perf_counter(), time.process_time()
-    recorder.start(timeslice)
-    # The recorder stops by itself when the track ends; the iterator ends after "stop".
-    async for event in recorder:
-        chunks.append(event.data)
-    run = Run(time.perf_counter() - wall, time.process_time() - cpu, b"".join(chunks), recorder.statistics())
-    await recorder.aclose()
-    return run
+    """The plain PyAV loop (``_common.run_plain_pyav``) writing WebM, as asyncrec does for vp8/vp9."""
+    return run_plain_pyav(pool, frames, fps, codec, "webm", bps, threads=threads)
 
 
 def run_asyncrec(pool: list[YuvArray], frames: int, fps: float, codec: str, bps: int, timeslice: int) -> Run:
-    # A fresh loop per run (outside the timing), as a user's program would have.
-    return asyncio.run(_record(pool, frames, fps, codec, bps, timeslice))
+    return _run_asyncrec(pool, frames, fps, f"video/webm;codecs={codec}", bps, timeslice)
 
 
 def main() -> int:
@@ -163,6 +65,7 @@ def main() -> int:
     parser.add_argument("--no-warmup", action="store_true", help="skip the short untimed run of each side")
     args = parser.parse_args()
     set_switch_interval(args.switch_interval)
+    check_worker_literals()
     if args.codec_threads is not None:
         patch_asyncrec_codec_threads(args.codec_threads)
     fps = 30.0

@@ -15,6 +15,7 @@ from ._errors import (
     InvalidModificationError,
     InvalidStateError,
     NotSupportedError,
+    QuotaExceededError,
     SecurityError,
     UnknownError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MediaRecorder",
     "MediaStream",
     "NotSupportedError",
+    "QuotaExceededError",
     "RecorderStatistics",
     "SampleTrack",
     "SecurityError",

@@ -8,6 +8,7 @@
     ├── InvalidModificationError  the recorded stream's track set changed
     ├── EncodingError             an encoder or the muxer failed
     ├── SecurityError             recording is not allowed
+    ├── QuotaExceededError        consumers fell too far behind (see MediaRecorder)
     └── UnknownError              anything else that stops a recording
 
 The subclasses carry the DOMException names of the W3C spec in ``name``, so code written
@@ -57,6 +58,12 @@ class SecurityError(AsyncrecError):
     """Recording is not allowed."""
 
     name = "SecurityError"
+
+
+class QuotaExceededError(AsyncrecError):
+    """The chunks not yet taken by handlers or iterators passed the recorder's bound."""
+
+    name = "QuotaExceededError"
 
 
 class UnknownError(AsyncrecError):

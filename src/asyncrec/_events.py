@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
@@ -81,6 +82,8 @@ class ChunkIterator(AsyncIterator[BlobEvent]):
     def __init__(self, dispatcher: EventDispatcher) -> None:
         self._dispatcher = dispatcher
         self._chunks: deque[BlobEvent] = deque()
+        #: Bytes delivered to this iterator and not yet taken.
+        self.pending_bytes = 0
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -101,10 +104,13 @@ class ChunkIterator(AsyncIterator[BlobEvent]):
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._chunks.popleft()
+        chunk = self._chunks.popleft()
+        self.pending_bytes -= len(chunk.data)
+        return chunk
 
     def _push(self, event: BlobEvent) -> None:
         self._chunks.append(event)
+        self.pending_bytes += len(event.data)
         self._wake()
 
     def _end(self) -> None:
@@ -162,7 +168,10 @@ class EventDispatcher:
         self._attributes: dict[str, _AttributeHandler] = {}
         self._queue: deque[tuple[Event, Hook | None, asyncio.Future[None] | None]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._iterators: set[ChunkIterator] = set()
+        # Weak: an iterator the user dropped (a `break` out of `async for`) stops
+        # receiving chunks instead of holding them forever.
+        self._iterators: weakref.WeakSet[ChunkIterator] = weakref.WeakSet()
+        self._queued_bytes = 0
         self._closed = False
 
     # -- handlers -------------------------------------------------------------------------
@@ -224,6 +233,11 @@ class EventDispatcher:
         """The most chunks any iterator has waiting."""
         return max((it.pending for it in self._iterators), default=0)
 
+    @property
+    def undelivered_bytes(self) -> int:
+        """Chunk bytes queued for handlers plus the largest iterator backlog."""
+        return self._queued_bytes + max((it.pending_bytes for it in self._iterators), default=0)
+
     # -- dispatch -------------------------------------------------------------------------
     def queue(self, event: Event, before: Hook | None = None) -> asyncio.Future[None]:
         """Queue ``event``; the future completes once every handler has seen it.
@@ -234,6 +248,8 @@ class EventDispatcher:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queue.append((event, before, done))
+        if isinstance(event, BlobEvent):
+            self._queued_bytes += len(event.data)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="asyncrec-dispatcher")
         return done
@@ -258,6 +274,8 @@ class EventDispatcher:
     async def _run(self) -> None:
         while self._queue:
             event, before, done = self._queue.popleft()
+            if isinstance(event, BlobEvent):
+                self._queued_bytes -= len(event.data)
             try:
                 if before is not None:
                     before()

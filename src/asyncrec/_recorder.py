@@ -16,7 +16,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from ._errors import AsyncrecError, InvalidModificationError, InvalidStateError, NotSupportedError
+from ._errors import (
+    AsyncrecError,
+    InvalidModificationError,
+    InvalidStateError,
+    NotSupportedError,
+    QuotaExceededError,
+)
 from ._events import BlobEvent, ChunkIterator, Completion, ErrorEvent, Event, EventDispatcher, Handler
 from ._formats import (
     DEFAULT_AUDIO_BITS_PER_SECOND,
@@ -56,6 +62,12 @@ class MediaRecorder:
     All PyAV work runs on one worker thread per recording; the event loop only reads
     tracks and dispatches events. See the README for the architecture.
     """
+
+    #: Bound on chunk bytes produced but not yet taken by handlers and iterators. Past it
+    #: (a handler that hangs, an ``async for`` that stopped pulling) the recording stops
+    #: with ``QuotaExceededError``; everything produced is still delivered, nothing is
+    #: dropped. Set it per instance or on the class.
+    max_undelivered_bytes = 64 * 1024 * 1024
 
     def __init__(
         self,
@@ -359,6 +371,7 @@ class MediaRecorder:
             iterator_backlog=self._dispatcher.iterator_backlog,
             encoder_busy_time=0.0 if session is None else session.encoder_busy_time,
             recorded_time=0.0 if session is None else session.timeline.elapsed(monotonic()),
+            av_offset=None if session is None else session.av_offset,
         )
 
     async def aclose(self) -> None:
@@ -454,6 +467,13 @@ class MediaRecorder:
             fut = self._requests.pop(chunk.request, None)
             if fut is not None:
                 _chain(delivered, fut)
+        backlog = self._dispatcher.undelivered_bytes
+        if backlog > self.max_undelivered_bytes and self._session is session and self._state != "inactive":
+            # A stalled consumer: stop gathering rather than drop data or grow without bound.
+            self._session_failed(
+                session,
+                QuotaExceededError(f"{backlog} bytes of chunks not taken by handlers or iterators; recording stopped"),
+            )
 
     def _session_failed(self, session: Session, error: AsyncrecError) -> None:
         if self._session is session and self._state != "inactive":

@@ -244,6 +244,10 @@ class Session:
         return self._handoff.depth()
 
     @property
+    def av_offset(self) -> float | None:
+        return self._worker_counters.av_offset
+
+    @property
     def encoder_busy_time(self) -> float:
         return self._worker_counters.busy
 

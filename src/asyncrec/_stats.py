@@ -42,3 +42,6 @@ class RecorderStatistics:
     encoder_busy_time: float
     #: Seconds of media recorded so far (wall time minus paused time).
     recorded_time: float
+    #: Where the recorded audio stands against the video clock (s; positive: audio
+    #: late); video follows the clock exactly. None without audio.
+    av_offset: float | None = None

@@ -32,6 +32,10 @@ from ._handoff import ControlItem, FrameItem, HandOff, monotonic
 
 logger = logging.getLogger("asyncrec")
 
+# SVT-AV1 prints its configuration to stderr at every encoder open unless told not to
+# (it reads this when an encoder opens).
+os.environ.setdefault("SVT_LOG", "1")
+
 VIDEO_TIME_BASE = Fraction(1, 1000)
 AUDIO_RATE = 48000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
@@ -158,6 +162,8 @@ class WorkerCounters:
     dropped_before_open: list[int]
     busy: float = 0.0
     bytes_muxed: int = 0
+    #: Audio's offset from the recording's clock (s; positive: audio late), None without audio.
+    av_offset: float | None = None
 
 
 class _Sink:
@@ -200,6 +206,8 @@ class _AudioPath:
         self._input_key: tuple[str, str, int] | None = None
         self._next_pts: int | None = None
         self._expected: float | None = None  # media time of the next input sample
+        #: Where the written audio ends minus where the recording's clock says it ends (s).
+        self.offset = 0.0
 
     def push(self, frame: av.AudioFrame, at: float) -> list[av.Packet[Any]]:
         if self._next_pts is None:
@@ -217,7 +225,10 @@ class _AudioPath:
         frame.pts = None
         for out in self._resampler.resample(frame):
             self._write(out)
-        return self._encode_ready(final=False)
+        packets = self._encode_ready(final=False)
+        assert self._next_pts is not None
+        self.offset = (self._next_pts + self._fifo.samples) / AUDIO_RATE - (at + duration)
+        return packets
 
     def flush(self) -> list[av.Packet[Any]]:
         self._drain_resampler()
@@ -505,6 +516,7 @@ class RecordingWorker:
                         assert self._fmt.audio is not None
                         track.audio = _AudioPath(track.stream, self._fmt.audio.frame_size)
                     packets = track.audio.push(item.frame, item.time)
+                    self.counters.av_offset = track.audio.offset
                 self._mux(packets)
         except AsyncrecError as exc:
             self._fail(exc)
