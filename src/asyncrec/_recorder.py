@@ -56,6 +56,18 @@ def _unsigned(name: str, value: object) -> int | None:
     return value
 
 
+def _handler_attribute(type: str) -> Any:  # noqa: A002 - the DOM's name
+    """An ``on<type>`` attribute: one handler slot in the listener list, as in the DOM."""
+
+    def get(self: MediaRecorder) -> Handler | None:
+        return self._dispatcher.get_attribute(type)
+
+    def set(self: MediaRecorder, handler: Handler | None) -> None:  # noqa: A001
+        self._dispatcher.set_attribute(type, handler)
+
+    return property(get, set, doc=f"Handler for ``{type}`` (None for none).")
+
+
 class MediaRecorder:
     """Records a :class:`MediaStream` into chunks of a container file.
 
@@ -195,36 +207,12 @@ class MediaRecorder:
         """Stop calling ``handler`` for ``type``."""
         self._dispatcher.remove(type, handler)
 
-    onstart = property(
-        lambda self: self._dispatcher.get_attribute("start"),
-        lambda self, h: self._dispatcher.set_attribute("start", h),
-        doc="Handler for ``start``.",
-    )
-    onstop = property(
-        lambda self: self._dispatcher.get_attribute("stop"),
-        lambda self, h: self._dispatcher.set_attribute("stop", h),
-        doc="Handler for ``stop``.",
-    )
-    ondataavailable = property(
-        lambda self: self._dispatcher.get_attribute("dataavailable"),
-        lambda self, h: self._dispatcher.set_attribute("dataavailable", h),
-        doc="Handler for ``dataavailable``.",
-    )
-    onpause = property(
-        lambda self: self._dispatcher.get_attribute("pause"),
-        lambda self, h: self._dispatcher.set_attribute("pause", h),
-        doc="Handler for ``pause``.",
-    )
-    onresume = property(
-        lambda self: self._dispatcher.get_attribute("resume"),
-        lambda self, h: self._dispatcher.set_attribute("resume", h),
-        doc="Handler for ``resume``.",
-    )
-    onerror = property(
-        lambda self: self._dispatcher.get_attribute("error"),
-        lambda self, h: self._dispatcher.set_attribute("error", h),
-        doc="Handler for ``error``.",
-    )
+    onstart = _handler_attribute("start")
+    onstop = _handler_attribute("stop")
+    ondataavailable = _handler_attribute("dataavailable")
+    onpause = _handler_attribute("pause")
+    onresume = _handler_attribute("resume")
+    onerror = _handler_attribute("error")
 
     # -- methods ----------------------------------------------------------------------------
     def start(self, timeslice: float | None = None) -> Completion:

@@ -8,27 +8,27 @@ produced back to the loop in one ``call_soon_threadsafe`` per batch.
 
 Chunks follow the muxer's own rhythm: the muxer writes into a write-only sink, and bytes
 leave the sink only between two ``mux`` calls, so a chunk always ends on a cluster (WebM,
-Matroska) or page (Ogg) boundary. Clusters are kept short (``cluster_time_limit``) so the
-muxer never holds more than a short span of media.
+Matroska), fragment (MP4) or page (Ogg) boundary. Those are kept short (at most 100 ms of
+media) so the muxer never holds more than a short span of media.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import av
 
+from ._audio import AUDIO_RATE, AUDIO_TIME_BASE, AudioPath
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import CodecSpec, Format
 from ._handoff import ControlItem, FrameItem, HandOff, monotonic
+from ._video import VIDEO_TIME_BASE, Fitter, codec_threads, recording_size, worker_finished, worker_started
 
 logger = logging.getLogger("asyncrec")
 
@@ -36,9 +36,6 @@ logger = logging.getLogger("asyncrec")
 # (it reads this when an encoder opens).
 os.environ.setdefault("SVT_LOG", "1")
 
-VIDEO_TIME_BASE = Fraction(1, 1000)
-AUDIO_RATE = 48000
-AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 #: Longest span of media the muxer holds before writing it out (ms).
 MAX_CLUSTER_MS = 100
 #: How long the muxer waits for a late track before writing the others (microseconds).
@@ -49,72 +46,8 @@ OPEN_TIMEOUT = 3.0
 DEFAULT_VIDEO_SIZE = (640, 480)
 #: Video frames kept while waiting for the other tracks' first frames.
 MAX_PREOPEN_VIDEO = 30
-#: An audio source this far behind its own sample count is continued after a gap of silence.
-AUDIO_GAP = 0.06
 #: A requestData() waits at most this long past the muxer's cluster for it to close (s).
 CUT_GRACE = 0.1
-
-
-_active_lock = threading.Lock()
-_active_workers = 0
-
-
-def codec_threads(encoder: str, width: int, height: int) -> int:
-    """Encoder threads for a picture size, given how many recordings share the machine.
-
-    Measured on 2 cores with VP8 realtime: FFmpeg's "auto" (0) ran at 0.4x of one
-    thread, and two threads, 1.3x faster on an idle machine, collapsed to a fraction of
-    one thread's speed as soon as another process used a core (the threads wait on each
-    other). One thread encodes 720p30 in real time with room to spare with every codec
-    here, so threads are only used from 1080p up (never for VP8), and with more
-    recordings than cores, one thread each and parallelism across recordings.
-    """
-    cores = os.cpu_count() or 1
-    if encoder == "libvpx" or width * height < 1920 * 1080 * 3 // 4:
-        return 1
-    return max(1, min(4, cores // max(1, _active_workers)))
-
-
-def recording_size(spec: CodecSpec, width: int, height: int) -> tuple[int, int]:
-    """The picture size of a recording whose first frame is ``width`` x ``height``:
-    even (4:2:0 chroma) and at least the encoder's minimum."""
-    return (max(spec.min_size, width + width % 2), max(spec.min_size, height + height % 2))
-
-
-class _Fitter:
-    """Scales a frame of another size into the recording's picture, aspect ratio kept,
-    black bars around it, as browsers do when a track changes size. An FFmpeg filter
-    graph (it releases the GIL), rebuilt when the input size or format changes."""
-
-    def __init__(self, width: int, height: int, pix_fmt: str) -> None:
-        self._size = (width, height)
-        self._pix_fmt = pix_fmt
-        self._key: tuple[int, int, str] | None = None
-        self._graph: Any = None
-
-    def fit(self, frame: av.VideoFrame) -> av.VideoFrame:
-        key = (frame.width, frame.height, frame.format.name)
-        if key != self._key:
-            self._graph = self._build(frame)
-            self._key = key
-        self._graph.push(frame)
-        out: av.VideoFrame = self._graph.pull()
-        return out
-
-    def _build(self, frame: av.VideoFrame) -> Any:
-        width, height = self._size
-        graph = av.filter.Graph()
-        chain = [
-            graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=VIDEO_TIME_BASE),
-            graph.add("scale", f"w={width}:h={height}:force_original_aspect_ratio=decrease:force_divisible_by=2"),
-            graph.add("pad", f"w={width}:h={height}:x=(ow-iw)/2:y=(oh-ih)/2:color=black"),
-            graph.add("format", self._pix_fmt),
-            graph.add("buffersink"),
-        ]
-        for upstream, downstream in itertools.pairwise(chain):
-            upstream.link_to(downstream)
-        graph.configure()
-        return graph
 
 
 @dataclass(frozen=True)
@@ -190,86 +123,6 @@ class _Sink:
         return bool(self._parts)
 
 
-class _AudioPath:
-    """Converts any audio frame to the encoder's format and re-frames it, keeping a
-    sample-exact clock: output timestamps count samples, and a gap in the input becomes
-    silence."""
-
-    def __init__(self, stream: Any, frame_size: int) -> None:
-        self._stream = stream
-        ctx = stream.codec_context
-        self._format = ctx.format.name
-        self._layout = ctx.layout.name
-        self._frame_size = frame_size or 960
-        self._fifo = av.AudioFifo()
-        self._resampler: av.AudioResampler | None = None
-        self._input_key: tuple[str, str, int] | None = None
-        self._next_pts: int | None = None
-        self._expected: float | None = None  # media time of the next input sample
-        #: Where the written audio ends minus where the recording's clock says it ends (s).
-        self.offset = 0.0
-
-    def push(self, frame: av.AudioFrame, at: float) -> list[av.Packet[Any]]:
-        if self._next_pts is None:
-            self._next_pts = round(at * AUDIO_RATE)
-        elif self._expected is not None and at - self._expected > AUDIO_GAP:
-            self._silence(at - self._expected)
-        duration = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
-        self._expected = (at if self._expected is None or at > self._expected else self._expected) + duration
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if key != self._input_key:
-            self._drain_resampler()
-            self._resampler = av.AudioResampler(format=self._format, layout=self._layout, rate=AUDIO_RATE)
-            self._input_key = key
-        assert self._resampler is not None
-        frame.pts = None
-        for out in self._resampler.resample(frame):
-            self._write(out)
-        packets = self._encode_ready(final=False)
-        assert self._next_pts is not None
-        self.offset = (self._next_pts + self._fifo.samples) / AUDIO_RATE - (at + duration)
-        return packets
-
-    def flush(self) -> list[av.Packet[Any]]:
-        self._drain_resampler()
-        packets = self._encode_ready(final=True)
-        packets.extend(self._stream.encode(None))
-        return packets
-
-    def _drain_resampler(self) -> None:
-        if self._resampler is not None:
-            for out in self._resampler.resample(None):
-                self._write(out)
-            self._resampler = None
-
-    def _write(self, frame: av.AudioFrame) -> None:
-        frame.pts = None
-        self._fifo.write(frame)
-
-    def _silence(self, seconds: float) -> None:
-        samples = round(seconds * AUDIO_RATE)
-        if samples <= 0:
-            return
-        silent = av.AudioFrame(format=self._format, layout=self._layout, samples=samples)
-        silent.sample_rate = AUDIO_RATE
-        for plane in silent.planes:
-            plane.update(bytes(plane.buffer_size))
-        self._write(silent)
-
-    def _encode_ready(self, *, final: bool) -> list[av.Packet[Any]]:
-        packets: list[av.Packet[Any]] = []
-        while self._fifo.samples >= self._frame_size or (final and self._fifo.samples):
-            out = self._fifo.read(min(self._frame_size, self._fifo.samples))
-            assert out is not None
-            assert self._next_pts is not None
-            out.pts = self._next_pts
-            out.time_base = AUDIO_TIME_BASE
-            out.sample_rate = AUDIO_RATE
-            self._next_pts += out.samples
-            packets.extend(self._stream.encode(out))
-        return packets
-
-
 @dataclass
 class _Track:
     kind: str
@@ -278,8 +131,8 @@ class _Track:
     last_pts: int = -1
     frames_since_key: int = 0
     last_key_time: float | None = None
-    audio: _AudioPath | None = None
-    fitter: _Fitter | None = None
+    audio: AudioPath | None = None
+    fitter: Fitter | None = None
     preopen_video: int = 0
 
 
@@ -339,9 +192,7 @@ class RecordingWorker:
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        global _active_workers
-        with _active_lock:
-            _active_workers += 1
+        worker_started()
         try:
             if self._settings.timeslice is not None:
                 self._next_slice = monotonic() + self._settings.timeslice
@@ -352,8 +203,7 @@ class RecordingWorker:
             self._emit_cuts()
             self._emit(final=True)
         finally:
-            with _active_lock:
-                _active_workers -= 1
+            worker_finished()
             self._outputs.append(Finished())
             self._flush_outputs()
 
@@ -514,7 +364,7 @@ class RecordingWorker:
                 else:
                     if track.audio is None:
                         assert self._fmt.audio is not None
-                        track.audio = _AudioPath(track.stream, self._fmt.audio.frame_size)
+                        track.audio = AudioPath(track.stream, self._fmt.audio.frame_size)
                     packets = track.audio.push(item.frame, item.time)
                     self.counters.av_offset = track.audio.offset
                 self._mux(packets)
@@ -530,7 +380,7 @@ class RecordingWorker:
         ctx = track.stream.codec_context
         if frame.width != ctx.width or frame.height != ctx.height:
             if track.fitter is None:
-                track.fitter = _Fitter(ctx.width, ctx.height, ctx.pix_fmt)
+                track.fitter = Fitter(ctx.width, ctx.height, ctx.pix_fmt)
             frame = track.fitter.fit(frame)
         pts = round(item.time * 1000)
         if pts <= track.last_pts:
