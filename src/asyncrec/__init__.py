@@ -14,7 +14,10 @@ from ._errors import (
     EncodingError,
     InvalidModificationError,
     InvalidStateError,
+    NotFoundError,
+    NotReadableError,
     NotSupportedError,
+    OverconstrainedError,
     QuotaExceededError,
     SecurityError,
     UnknownError,
@@ -24,7 +27,18 @@ from ._recorder import MediaRecorder
 from ._sink import FileSink
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
-from .sources import FrameTrack, SampleTrack, moving_pattern, sine_tone
+from .sources import (
+    FrameTrack,
+    MediaDeviceInfo,
+    MediaFileStream,
+    SampleTrack,
+    SourceTrack,
+    enumerateDevices,
+    getUserMedia,
+    moving_pattern,
+    open_media,
+    sine_tone,
+)
 
 __version__ = "0.1.0"
 
@@ -39,16 +53,25 @@ __all__ = [
     "FrameTrack",
     "InvalidModificationError",
     "InvalidStateError",
+    "MediaDeviceInfo",
+    "MediaFileStream",
     "MediaRecorder",
     "MediaStream",
+    "NotFoundError",
+    "NotReadableError",
     "NotSupportedError",
+    "OverconstrainedError",
     "QuotaExceededError",
     "RecorderStatistics",
     "SampleTrack",
     "SecurityError",
+    "SourceTrack",
     "Track",
     "TrackStatistics",
     "UnknownError",
+    "enumerateDevices",
+    "getUserMedia",
     "moving_pattern",
+    "open_media",
     "sine_tone",
 ]

@@ -13,6 +13,16 @@ AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 AUDIO_GAP = 0.06
 
 
+def silence_like(frame: av.AudioFrame) -> av.AudioFrame:
+    """Silence with the format, layout, rate and length of ``frame`` (a disabled track)."""
+    silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
+    silent.sample_rate = frame.sample_rate
+    zero = b"\x80" if frame.format.name.startswith("u8") else b"\x00"  # unsigned 8-bit silence is 128
+    for plane in silent.planes:
+        plane.update(zero * plane.buffer_size)
+    return silent
+
+
 class AudioPath:
     """Converts any audio frame to the encoder's format and re-frames it, keeping a
     sample-exact clock: output timestamps count samples, and a gap in the input becomes

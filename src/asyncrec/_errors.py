@@ -9,6 +9,9 @@
     ├── EncodingError             an encoder or the muxer failed
     ├── SecurityError             recording is not allowed
     ├── QuotaExceededError        consumers fell too far behind (see MediaRecorder)
+    ├── NotFoundError             no device (or file) matches the request
+    ├── NotReadableError          the device is busy or cannot be read
+    ├── OverconstrainedError      no device can satisfy a constraint
     └── UnknownError              anything else that stops a recording
 
 The subclasses carry the DOMException names of the W3C spec in ``name``, so code written
@@ -64,6 +67,28 @@ class QuotaExceededError(AsyncrecError):
     """The chunks not yet taken by handlers or iterators passed the recorder's bound."""
 
     name = "QuotaExceededError"
+
+
+class NotFoundError(AsyncrecError):
+    """No device (or media file) matches the request."""
+
+    name = "NotFoundError"
+
+
+class NotReadableError(AsyncrecError):
+    """The device or file exists but cannot be opened or read (busy, no permission...)."""
+
+    name = "NotReadableError"
+
+
+class OverconstrainedError(AsyncrecError):
+    """A constraint cannot be satisfied; ``constraint`` names it, as in the DOM."""
+
+    name = "OverconstrainedError"
+
+    def __init__(self, constraint: str, message: str = "") -> None:
+        super().__init__(message or f"cannot satisfy {constraint}")
+        self.constraint = constraint
 
 
 class UnknownError(AsyncrecError):

@@ -30,6 +30,8 @@ class FrameItem:
     track: int
     frame: Any
     time: float
+    #: Record black or silence in its place (the track is not enabled).
+    blank: bool = False
 
 
 @dataclass(slots=True)

@@ -184,7 +184,7 @@ class Session:
         if at is None:
             counters.paused += 1
             return
-        item = FrameItem(index, frame, at)
+        item = FrameItem(index, frame, at, blank=getattr(track, "enabled", True) is False)
         if live and track.kind == "video":
             if self._handoff.offer(item) is not None:
                 counters.dropped += 1

@@ -59,23 +59,23 @@ class MediaStream:
     @property
     def active(self) -> bool:
         """True while any track of the stream is not ended."""
-        return any(t.readyState != "ended" for t in self._tracks.values())
+        return any(t.readyState != "ended" for t in self._track_map().values())
 
     def getTracks(self) -> list[Track]:  # noqa: N802 - W3C spelling
         """Every track of the stream."""
-        return list(self._tracks.values())
+        return list(self._track_map().values())
 
     def getAudioTracks(self) -> list[Track]:  # noqa: N802 - W3C spelling
         """The audio tracks of the stream."""
-        return [t for t in self._tracks.values() if t.kind == "audio"]
+        return [t for t in self._track_map().values() if t.kind == "audio"]
 
     def getVideoTracks(self) -> list[Track]:  # noqa: N802 - W3C spelling
         """The video tracks of the stream."""
-        return [t for t in self._tracks.values() if t.kind == "video"]
+        return [t for t in self._track_map().values() if t.kind == "video"]
 
     def getTrackById(self, trackId: str) -> Track | None:  # noqa: N802,N803 - W3C spelling
         """The track with id ``trackId``, or None."""
-        return self._tracks.get(trackId)
+        return self._track_map().get(trackId)
 
     def addTrack(self, track: Track) -> None:  # noqa: N802 - W3C spelling
         """Add ``track``; a track already in the stream is left as it is."""
@@ -89,6 +89,10 @@ class MediaStream:
         if self._tracks.pop(track.id, None) is None:
             return
         self._notify("removetrack", track)
+
+    def _track_map(self) -> dict[str, Track]:
+        """The track set; a subclass may open its source here first."""
+        return self._tracks
 
     # Internal: recorders watch the track set.
     def _add_listener(self, listener: TrackSetListener) -> None:

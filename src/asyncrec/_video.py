@@ -87,3 +87,11 @@ def worker_finished() -> None:
     global _active_workers
     with _active_lock:
         _active_workers -= 1
+
+
+def black_frame(width: int, height: int) -> av.VideoFrame:
+    """A black yuv420p picture (limited range: Y 16, U and V 128), for a disabled track."""
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, value in zip(frame.planes, (16, 128, 128), strict=True):
+        plane.update(bytes([value]) * plane.buffer_size)
+    return frame

@@ -24,11 +24,19 @@ from typing import Any
 
 import av
 
-from ._audio import AUDIO_RATE, AUDIO_TIME_BASE, AudioPath
+from ._audio import AUDIO_RATE, AUDIO_TIME_BASE, AudioPath, silence_like
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import CodecSpec, Format
 from ._handoff import ControlItem, FrameItem, HandOff, monotonic
-from ._video import VIDEO_TIME_BASE, Fitter, codec_threads, recording_size, worker_finished, worker_started
+from ._video import (
+    VIDEO_TIME_BASE,
+    Fitter,
+    black_frame,
+    codec_threads,
+    recording_size,
+    worker_finished,
+    worker_started,
+)
 
 logger = logging.getLogger("asyncrec")
 
@@ -365,7 +373,8 @@ class RecordingWorker:
                     if track.audio is None:
                         assert self._fmt.audio is not None
                         track.audio = AudioPath(track.stream, self._fmt.audio.frame_size)
-                    packets = track.audio.push(item.frame, item.time)
+                    frame = silence_like(item.frame) if item.blank else item.frame
+                    packets = track.audio.push(frame, item.time)
                     self.counters.av_offset = track.audio.offset
                 self._mux(packets)
         except AsyncrecError as exc:
@@ -378,6 +387,8 @@ class RecordingWorker:
     def _encode_video(self, track: _Track, item: FrameItem) -> list[av.Packet[Any]]:
         frame: av.VideoFrame = item.frame
         ctx = track.stream.codec_context
+        if item.blank:
+            frame = black_frame(ctx.width, ctx.height)
         if frame.width != ctx.width or frame.height != ctx.height:
             if track.fitter is None:
                 track.fitter = Fitter(ctx.width, ctx.height, ctx.pix_fmt)

@@ -1,5 +1,19 @@
-"""Sources of tracks: generated frames (devices and media files come later)."""
+"""Sources of tracks: devices and fake devices, media files, generated frames."""
 
+from ._devices import MediaDeviceInfo, enumerateDevices, getUserMedia
 from ._generated import FrameTrack, SampleTrack, moving_pattern, sine_tone
+from ._media import MediaFileStream, open_media
+from ._reader import SourceTrack
 
-__all__ = ["FrameTrack", "SampleTrack", "moving_pattern", "sine_tone"]
+__all__ = [
+    "FrameTrack",
+    "MediaDeviceInfo",
+    "MediaFileStream",
+    "SampleTrack",
+    "SourceTrack",
+    "enumerateDevices",
+    "getUserMedia",
+    "moving_pattern",
+    "open_media",
+    "sine_tone",
+]
