@@ -132,7 +132,8 @@ def _wanted(constraints: dict[str, Any], name: str, default: float) -> float:
         hi = min(hi, value["exact"])
     if lo > hi:
         raise OverconstrainedError(name, f"no device can give {name} {value!r}")
-    chosen = float(value["exact"] if "exact" in value else value["ideal"] if "ideal" in value else default)
+    bounds: dict[str, float] = value
+    chosen = bounds["exact"] if "exact" in bounds else bounds.get("ideal", default)
     return float(min(max(chosen, lo), hi))
 
 
