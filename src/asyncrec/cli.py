@@ -1,0 +1,217 @@
+"""The ``asyncrec`` command: ``asyncrec record OUT ...`` and ``asyncrec devices``.
+
+Exit status: 0 on success, 2 for bad arguments (one line on stderr, no traceback), 1 when
+a device or file cannot be used or the recording fails. SIGINT and SIGTERM stop the
+recording cleanly: the final chunk is written and the file plays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ._errors import AsyncrecError, NotSupportedError
+from ._formats import check_type
+from ._recorder import MediaRecorder
+from ._sink import FileSink
+from ._stream import MediaStream, Track
+from .sources import enumerateDevices, getUserMedia, open_media
+
+#: The container each extension records to when no --mime is given.
+EXTENSIONS = {
+    ".webm": "video/webm",
+    ".weba": "audio/webm",
+    ".mkv": "video/x-matroska",
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"asyncrec: error: {message}\n")
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def _source(text: str) -> str:
+    kind, sep, value = text.partition(":")
+    if text in ("fake", "default") or (sep and value and kind in ("camera", "mic", "file")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use fake, default, camera:ID, mic:ID or file:PATH")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asyncrec", description="Record media with asyncrec.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices}")
+    record = commands.add_parser("record", help="record to a file", description="Record to OUT.")
+    record.add_argument("out", metavar="OUT", help="output file; its extension chooses the container")
+    record.add_argument(
+        "--source",
+        action="append",
+        type=_source,
+        help="fake, default, camera:ID, mic:ID or file:PATH (repeatable; default: default devices, "
+        "or fake ones with ASYNCREC_FAKE_DEVICES=1)",
+    )
+    record.add_argument("--mime", help="mimeType, e.g. 'video/webm;codecs=vp9,opus' (default: from OUT)")
+    record.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+    record.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS", help="chunk every MS ms")
+    record.add_argument("--video-bitrate", type=_positive(int), metavar="BPS")
+    record.add_argument("--audio-bitrate", type=_positive(int), metavar="BPS")
+    record.add_argument("--realtime", action="store_true", help="play file: sources at their pace")
+    devices = commands.add_parser("devices", help="list capture devices", description="List capture devices.")
+    devices.add_argument("--fake", action="store_true", help="list the fake devices")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "devices":
+        return asyncio.run(_devices(args.fake or None))
+    mime = args.mime
+    if mime is None:
+        mime = EXTENSIONS.get(os.path.splitext(args.out)[1].lower())
+        if mime is None:
+            parser.error(f"cannot tell the container from {args.out!r}: give --mime or one of {', '.join(EXTENSIONS)}")
+    try:
+        check_type(mime)
+    except NotSupportedError as exc:
+        parser.error(f"--mime {mime!r}: {exc}")
+    try:
+        return asyncio.run(_record(args, mime))
+    except AsyncrecError as exc:
+        print(f"asyncrec: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"asyncrec: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+async def _devices(fake: bool | None) -> int:
+    devices = await enumerateDevices(fake=fake)
+    if not devices:
+        print("no capture devices (asyncrec devices --fake lists the fake ones)")
+    for device in devices:
+        print(f"{device.kind:10}  {device.deviceId:18}  {device.label}")
+    return 0
+
+
+async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool) -> list[Track]:
+    tracks: list[Track] = []
+    try:
+        for source in sources:
+            kind, _, value = source.partition(":")
+            if kind in ("fake", "default"):
+                stream = await getUserMedia(audio=True, video=not audio_only, fake=kind == "fake")
+            elif kind == "camera":
+                stream = await getUserMedia(video={"deviceId": {"exact": value}})
+            elif kind == "mic":
+                stream = await getUserMedia(audio={"deviceId": {"exact": value}})
+            else:
+                stream = await open_media(value, realtime=realtime)
+            tracks.extend(stream.getTracks())
+    except BaseException:
+        for track in tracks:
+            track.stop()  # type: ignore[attr-defined]
+        raise
+    return tracks
+
+
+@dataclass
+class _Progress:
+    started: float
+    sink: FileSink
+    recorder: MediaRecorder
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        stats = self.recorder.statistics()
+        dropped = sum(t.frames_dropped for t in stats.tracks)
+        rate = self.sink.bytes_written * 8 / elapsed / 1000 if elapsed > 0 else 0.0
+        minutes, seconds = divmod(elapsed, 60)
+        return (
+            f"recording {int(minutes):02d}:{seconds:04.1f}  {self.sink.bytes_written / 1e6:7.2f} MB  "
+            f"{rate:7.0f} kb/s  dropped {dropped}"
+        )
+
+
+async def _record(args: argparse.Namespace, mime: str) -> int:
+    sources = args.source or ["default"]
+    tracks = await _open_sources(sources, audio_only=mime.startswith("audio/"), realtime=args.realtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        recorder = MediaRecorder(
+            MediaStream(tracks),
+            mimeType=mime,
+            videoBitsPerSecond=args.video_bitrate,
+            audioBitsPerSecond=args.audio_bitrate,
+        )
+        failures: list[str] = []
+        recorder.onerror = lambda event: failures.append(str(event.error))
+        recorder.onstop = lambda event: stop.set()
+        async with FileSink(args.out) as sink, recorder:
+            recorder.ondataavailable = sink.write
+            await recorder.start(args.timeslice)
+            progress = _Progress(time.monotonic(), sink, recorder)
+            await _wait(stop, args.duration, progress)
+            await recorder.stop()
+        print(f"{args.out}: {recorder.mimeType}, {progress.line().removeprefix('recording ')}")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        for track in tracks:
+            track.stop()  # type: ignore[attr-defined]
+    if failures:
+        print(f"asyncrec: error: {failures[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _wait(stop: asyncio.Event, duration: float | None, progress: _Progress) -> None:
+    """Until SIGINT/SIGTERM, the end of the sources or ``duration``, with a live status
+    line when stderr is a terminal."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(stderr=True)
+    deadline = None if duration is None else progress.started + duration
+    live = Live(progress.line(), console=console, refresh_per_second=4, transient=True) if console.is_terminal else None
+    with live if live is not None else contextlib.nullcontext():
+        while not stop.is_set():
+            timeout = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout)
+            if live is not None:
+                live.update(progress.line())
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
