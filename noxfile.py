@@ -33,4 +33,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against a plain PyAV loop and aiortc's recorder, measured in one run."""
     session.install("-e", ".")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
+    session.run("python", "benchmarks/codec_throughput.py", *session.posargs)
     session.run("python", "benchmarks/loop_lag.py", *session.posargs)

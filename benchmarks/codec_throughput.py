@@ -15,9 +15,9 @@ slowdown against yuv420p input is printed for each side.
 Runs alternate between the sides and rotate over the cases, so drifting machine load hits
 everything alike; medians are compared.
 
-    python benchmarks/codecs.py                      # 150 frames, 3 runs per side and case (~80 s)
-    python benchmarks/codecs.py --codecs av1 --sizes 1280x720 --frames 300
-    python benchmarks/codecs.py --convert-codec none # skip the rgb24 case
+    python benchmarks/codec_throughput.py                      # 150 frames, 3 runs per side and case (~80 s)
+    python benchmarks/codec_throughput.py --codecs av1 --sizes 1280x720 --frames 300
+    python benchmarks/codec_throughput.py --convert-codec none # skip the rgb24 case
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ def main() -> int:
     if unknown := set(names) - set(CODEC_CHOICES):
         parser.error(f"unknown codecs: {', '.join(sorted(unknown))}")
     sizes = [parse_size(text) for text in args.sizes.split(",") if text.strip()]
+    if not (names and sizes) and args.convert_codec == "none":
+        parser.error("nothing to measure")
     check_worker_literals()
 
     cases = [Case(name, CODEC_CHOICES[name][1], width, height) for name in names for width, height in sizes]
@@ -163,7 +165,8 @@ def main() -> int:
     for name in dict.fromkeys(c.name for c in cases):
         case = next(c for c in cases if c.name == name)
         spec = CODECS[case.codec]
-        threads = sorted({codec_threads(spec.encoder, *recording_size(spec, c.width, c.height)) for c in cases})
+        sizes_used = {(c.width, c.height) for c in cases if c.name == name}
+        threads = sorted({codec_threads(spec.encoder, *recording_size(spec, w, h)) for w, h in sizes_used})
         print(
             f"{CODEC_CHOICES[name][0]}: {case.mime} -> {case.muxer} muxer, {spec.encoder} {dict(spec.options)}, "
             f"codec threads {'/'.join(map(str, threads))} (asyncrec's choice, both sides)"
@@ -171,11 +174,12 @@ def main() -> int:
 
     pools: dict[tuple[int, int, str], list[PictureArray]] = {}
     for case in cases:
-        key = (case.width, case.height, case.pixel_format)
-        if key not in pools:
-            yuv_pool = pools.setdefault((case.width, case.height, "yuv420p"), picture_pool(*key[:2], args.pool, args.noise))
-            if case.pixel_format == "rgb24":
-                pools[key] = to_rgb24(yuv_pool)
+        if (case.width, case.height, "yuv420p") not in pools:
+            pools[(case.width, case.height, "yuv420p")] = picture_pool(case.width, case.height, args.pool, args.noise)
+    for case in cases:
+        if case.pixel_format == "rgb24":
+            # The same pictures, so both inputs give the encoder the same content.
+            pools[(case.width, case.height, "rgb24")] = to_rgb24(pools[(case.width, case.height, "yuv420p")])
 
     def pool_of(case: Case) -> list[PictureArray]:
         return pools[(case.width, case.height, case.pixel_format)]
@@ -228,10 +232,8 @@ def main() -> int:
         )
     print()
     print("fps: frames / wall time of a whole recording (encoder open to file closed), median of the runs")
-    print_table(
-        ["case", "PyAV fps", "asyncrec fps", "ratio", "PyAV min-max", "asyncrec min-max", "CPU ms/frame", "MB", "frames"],
-        rows,
-    )
+    headers = ["case", "PyAV fps", "asyncrec fps", "ratio", "PyAV min-max", "asyncrec min-max"]
+    print_table([*headers, "CPU ms/frame", "MB", "frames"], rows)
 
     if convert is not None:
         yuv, rgb = convert
@@ -261,11 +263,11 @@ def main() -> int:
     for problem in problems:
         print(f"FRAMES MISSING: {problem}")
     misses = [label for label, ratio in ratios.items() if ratio < TARGET_RATIO]
-    print(
-        f"asyncrec / PyAV: {min(ratios.values()):.2f} to {max(ratios.values()):.2f} "
-        + (f"(all meet the >= {TARGET_RATIO} target)" if not misses else f"(MISSES >= {TARGET_RATIO}: {'; '.join(misses)})")
-        + f"; every frame recorded: {not problems}"
-    )
+    verdict = f"all meet the >= {TARGET_RATIO} target"
+    if misses:
+        verdict = f"MISSES >= {TARGET_RATIO}: {'; '.join(misses)}"
+    low, high = min(ratios.values()), max(ratios.values())
+    print(f"asyncrec / PyAV: {low:.2f} to {high:.2f} ({verdict}); every frame recorded: {not problems}")
     return 1 if problems else 0
 
 
