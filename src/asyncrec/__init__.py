@@ -39,6 +39,7 @@ from .sources import (
     open_media,
     sine_tone,
 )
+from .whip import WhipEndpoint, WhipSession, record_sessions
 
 __version__ = "0.1.0"
 
@@ -69,9 +70,12 @@ __all__ = [
     "Track",
     "TrackStatistics",
     "UnknownError",
+    "WhipEndpoint",
+    "WhipSession",
     "enumerateDevices",
     "getUserMedia",
     "moving_pattern",
     "open_media",
+    "record_sessions",
     "sine_tone",
 ]

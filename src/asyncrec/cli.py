@@ -1,4 +1,5 @@
-"""The ``asyncrec`` command: ``asyncrec record OUT ...`` and ``asyncrec devices``.
+"""The ``asyncrec`` command: ``asyncrec record OUT ...``, ``asyncrec devices`` and
+``asyncrec serve``.
 
 Exit status: 0 on success, 2 for bad arguments (one line on stderr, no traceback), 1 when
 a device or file cannot be used or the recording fails. SIGINT and SIGTERM stop the
@@ -64,7 +65,7 @@ def _source(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="asyncrec", description="Record media with asyncrec.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve}")
     record = commands.add_parser("record", help="record to a file", description="Record to OUT.")
     record.add_argument("out", metavar="OUT", help="output file; its extension chooses the container")
     record.add_argument(
@@ -82,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--realtime", action="store_true", help="play file: sources at their pace")
     devices = commands.add_parser("devices", help="list capture devices", description="List capture devices.")
     devices.add_argument("--fake", action="store_true", help="list the fake devices")
+    serve = commands.add_parser(
+        "serve", help="run the WHIP ingest server", description="Record WebRTC publishers (WHIP, RFC 9725)."
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--out", default="recordings", metavar="DIR", help="where recordings go (default: recordings)")
+    serve.add_argument("--mime", default="", help="mimeType of the recordings (default: video/webm;codecs=vp8,opus)")
+    serve.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS")
+    serve.add_argument("--token", help="require this bearer token")
+    serve.add_argument("--max-sessions", type=_positive(int), default=16, metavar="N")
+    serve.add_argument(
+        "--ice-host",
+        action="append",
+        metavar="ADDR",
+        help="address ICE gathers host candidates from (repeatable; default: ASYNCREC_ICE_HOSTS, "
+        "else every interface but loopback)",
+    )
+    serve.add_argument("--connect-timeout", type=_positive(float), default=30.0, metavar="S")
     return parser
 
 
@@ -91,6 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "devices":
         return asyncio.run(_devices(args.fake or None))
+    if args.command == "serve":
+        if args.mime:
+            try:
+                check_type(args.mime)
+            except NotSupportedError as exc:
+                parser.error(f"--mime {args.mime!r}: {exc}")
+        if not 0 < args.port < 65536:
+            parser.error(f"--port {args.port}: not a port number")
+        try:
+            os.makedirs(args.out, exist_ok=True)
+            return asyncio.run(_serve(args))
+        except OSError as exc:
+            print(f"asyncrec: error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     mime = args.mime
     if mime is None:
         mime = EXTENSIONS.get(os.path.splitext(args.out)[1].lower())
@@ -190,6 +223,40 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
     if failures:
         print(f"asyncrec: error: {failures[0]}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .whip import create_app
+
+    app = create_app(
+        args.out,
+        mimeType=args.mime,
+        timeslice=args.timeslice,
+        token=args.token,
+        max_sessions=args.max_sessions,
+        ice_hosts=args.ice_host,
+        connect_timeout=args.connect_timeout,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        url = f"http://{args.host}:{args.port}/"
+        print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
+        await stop.wait()
+    finally:
+        # Ends every session: recordings are finalised before the process exits.
+        await runner.cleanup()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     return 0
 
 
