@@ -56,7 +56,11 @@ def create_app(
             raise web.HTTPNotFound(text="no such recording\n")
         return web.FileResponse(path, headers=CORS_HEADERS)
 
+    async def no_icon(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/recordings", recordings)
     app.router.add_get("/recordings/{name}", recording)
     return app
