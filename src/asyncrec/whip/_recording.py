@@ -53,6 +53,7 @@ def record_sessions(
     folder = os.fspath(directory)
 
     async def record(session: WhipSession) -> None:
+        await asyncio.to_thread(os.makedirs, folder, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{session.id}{extension_for(mimeType)}"
         final = os.path.join(folder, name)
