@@ -11,6 +11,8 @@ AUDIO_RATE = 48000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 #: An audio source this far behind its own sample count is continued after a gap of silence.
 AUDIO_GAP = 0.06
+#: An audio track this far short of the recording's end at stop is padded with silence (s).
+TRAILING_GAP = 0.25
 
 
 def silence_like(frame: av.AudioFrame) -> av.AudioFrame:
@@ -63,8 +65,12 @@ class AudioPath:
         self.offset = (self._next_pts + self._fifo.samples) / AUDIO_RATE - (at + duration)
         return packets
 
-    def flush(self) -> list[av.Packet[Any]]:
+    def flush(self, until: float | None = None) -> list[av.Packet[Any]]:
+        """The last packets. A live source that went quiet before ``until`` (the
+        recording's end on its clock) is padded with silence up to it."""
         self._drain_resampler()
+        if until is not None and self._expected is not None and until - self._expected > TRAILING_GAP:
+            self._silence(until - self._expected)
         packets = self._encode_ready(final=True)
         packets.extend(self._stream.encode(None))
         return packets

@@ -90,7 +90,6 @@ class Session:
         self._ended: set[int] = set()
         self._stopping = False
         self._finalizer: asyncio.Task[None] | None = None
-        self._closed_waiters: list[asyncio.Future[None]] = []
         self._running = asyncio.Event()  # cleared while paused
         self._running.set()
         self.chunks_out = 0
@@ -111,11 +110,8 @@ class Session:
         self._stopping = True
         for task in self._readers:
             task.cancel()
-        self._handoff.control("stop")
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+        # The recording ends now on its clock: an audio track that went quiet is padded to it.
+        self._handoff.control("stop", round(self.timeline.elapsed(monotonic()) * 1000))
 
     def pause(self) -> None:
         self.timeline.pause(monotonic())
@@ -129,18 +125,6 @@ class Session:
 
     def request_data(self, request: int) -> None:
         self._handoff.control("cut", request)
-
-    async def wait_closed(self) -> None:
-        """Wait until the worker has exited and every reader has finished.
-
-        Cancelling the wait does not cancel the shutdown.
-        """
-        while self._finalizer is None:
-            # The finalizer starts when the worker reports Finished.
-            waiter = self._loop.create_future()
-            self._closed_waiters.append(waiter)
-            await waiter
-        await asyncio.shield(self._finalizer)
 
     # -- readers (loop) -----------------------------------------------------------------------
     async def _read(self, index: int, track: Track) -> None:
@@ -209,10 +193,6 @@ class Session:
                 self._owner._session_failed(self, output.error)
             elif isinstance(output, Finished):
                 self._finalizer = self._loop.create_task(self._finalize(), name="asyncrec-finalizer")
-                waiters, self._closed_waiters = self._closed_waiters, []
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
 
     async def _finalize(self) -> None:
         self.stop()  # the worker may have finished by itself after a failure
@@ -250,7 +230,3 @@ class Session:
     @property
     def encoder_busy_time(self) -> float:
         return self._worker_counters.busy
-
-    @property
-    def worker_alive(self) -> bool:
-        return self._worker.alive

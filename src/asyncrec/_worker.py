@@ -222,7 +222,7 @@ class RecordingWorker:
                 if isinstance(item, FrameItem):
                     self._frame(item)
                 elif item.command == "stop":
-                    self._finish()
+                    self._finish(item.arg / 1000)
                     return
                 else:
                     self._control(item)
@@ -432,7 +432,7 @@ class RecordingWorker:
             self._emit_cuts()
 
     # -- ending -----------------------------------------------------------------------------
-    def _finish(self) -> None:
+    def _finish(self, end: float) -> None:
         if self._container is None and self._preopen and not self._failed:
             self._open()  # every track ended before all had sent a frame
         if self._container is not None:
@@ -441,7 +441,7 @@ class RecordingWorker:
                     with map_av_errors("flushing the encoders"):
                         for track in self._tracks:
                             if track.audio is not None:
-                                self._mux(track.audio.flush())
+                                self._mux(track.audio.flush(until=end))
                             elif track.kind == "video":
                                 self._mux(track.stream.encode(None))
                 except AsyncrecError as exc:

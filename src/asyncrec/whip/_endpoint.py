@@ -24,7 +24,6 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -301,7 +300,3 @@ class WhipEndpoint:
         if session.pc.connectionState != "connected" and not session.closed:
             logger.warning("session %s never connected; reaped", session.id)
             session._end("timeout")
-
-    @staticmethod
-    def _describe(session: WhipSession) -> dict[str, Any]:
-        return {"id": session.id, "state": session.pc.connectionState, "age": time.monotonic() - session.created}
