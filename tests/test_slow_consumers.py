@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from asyncrec import BlobEvent, MediaRecorder, QuotaExceededError
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, pyav_frame_counts
-
-from asyncrec import BlobEvent, MediaRecorder, QuotaExceededError
 
 
 async def test_an_iterator_that_stops_pulling_stops_the_recording_without_losing_data(tmp_path: Path) -> None:

@@ -62,10 +62,15 @@ class Fitter:
 
     def _build(self, frame: av.VideoFrame) -> Any:
         width, height = self._size
+        # The picture inside the bars: as large as fits, aspect ratio kept, even, and at
+        # least 2x2 however thin the source (641x1 would otherwise scale to nothing).
+        factor = min(width / frame.width, height / frame.height)
+        inner_w = min(width, max(2, round(frame.width * factor / 2) * 2))
+        inner_h = min(height, max(2, round(frame.height * factor / 2) * 2))
         graph = av.filter.Graph()
         chain = [
             graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=VIDEO_TIME_BASE),
-            graph.add("scale", f"w={width}:h={height}:force_original_aspect_ratio=decrease:force_divisible_by=2"),
+            graph.add("scale", f"w={inner_w}:h={inner_h}"),
             graph.add("pad", f"w={width}:h={height}:x=(ow-iw)/2:y=(oh-ih)/2:color=black"),
             graph.add("format", self._pix_fmt),
             graph.add("buffersink"),

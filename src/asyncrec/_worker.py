@@ -315,8 +315,10 @@ class RecordingWorker:
             options["page_duration"] = str(self._cluster_ms * 1000)
         elif muxer == "mp4":
             # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
-            # fragments as short as Matroska's clusters.
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            # fragments as short as Matroska's clusters. delay_moov writes the moov with
+            # the first fragment, once the encoders' priming is known, so an edit list
+            # keeps AAC and Opus priming out of the timeline.
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
             options["frag_duration"] = str(self._cluster_ms * 1000)
         container = av.open(self._sink, mode="w", format=muxer, container_options=options)
         try:

@@ -158,7 +158,8 @@ async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool)
         for source in sources:
             kind, _, value = source.partition(":")
             if kind in ("fake", "default"):
-                stream = await getUserMedia(audio=True, video=not audio_only, fake=kind == "fake")
+                # "default" leaves the choice to ASYNCREC_FAKE_DEVICES.
+                stream = await getUserMedia(audio=True, video=not audio_only, fake=True if kind == "fake" else None)
             elif kind == "camera":
                 stream = await getUserMedia(video={"deviceId": {"exact": value}})
             elif kind == "mic":

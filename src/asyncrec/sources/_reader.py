@@ -33,6 +33,8 @@ logger = logging.getLogger("asyncrec")
 
 #: Frames a track may have waiting: about 1 s of video, 2 s of audio.
 QUEUE_LIMITS = {"video": 30, "audio": 100}
+#: A track that is not live and not read for this long, while others are, is not waited for (s).
+UNREAD_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,30 @@ class InputSpec:
     label: str = ""
 
 
+class _Reading:
+    """When the first track of an input was first read."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.since = 0.0
+
+    def mark(self) -> None:
+        if not self.event.is_set():
+            self.since = time.monotonic()
+            self.event.set()
+
+    def for_longer_than(self, seconds: float) -> bool:
+        return self.event.is_set() and time.monotonic() - self.since > seconds
+
+
 class _Queue:
     """One track's frames, filled by the reader thread, emptied on the loop."""
 
-    def __init__(self, kind: str, live: bool) -> None:
+    def __init__(self, kind: str, live: bool, reading: _Reading) -> None:
         self.kind = kind
         self.live = live
+        self.reading = reading  # marked at the first get() of any track of the input
+        self.consumed = False  # this track has been read
         self.limit = QUEUE_LIMITS[kind]
         self.frames: deque[Any] = deque()
         self.cond = threading.Condition(threading.Lock())
@@ -72,6 +92,12 @@ class _Queue:
                     self.dropped += 1
                 else:
                     while len(self.frames) >= self.limit and not self.closed and not stopping.is_set():
+                        if not self.consumed and self.reading.for_longer_than(UNREAD_GRACE):
+                            # Nobody reads this track (an audio-only recording of a video
+                            # file): drop its oldest frame rather than stall the others.
+                            self.frames.popleft()
+                            self.dropped += 1
+                            break
                         self.cond.wait(0.1)
                     if self.closed or stopping.is_set():
                         return
@@ -98,6 +124,9 @@ class _Queue:
             waiter.set_result(None)
 
     async def get(self) -> Any:
+        if not self.consumed:
+            self.consumed = True
+            self.reading.mark()
         while True:
             with self.cond:
                 if self.frames:
@@ -183,6 +212,9 @@ class MediaReader:
         self._loop_media = loop_media
         self._kinds = kinds
         self._stopping = threading.Event()
+        # An input that is not live waits for its first reader: nothing read before the
+        # recorder starts is lost (a live device is read at once and drops when unread).
+        self._reading = _Reading()
         self._thread = threading.Thread(target=self._run, name="asyncrec-source", daemon=True)
         self._queues: dict[int, _Queue] = {}
         self._open_done = threading.Event()
@@ -232,6 +264,7 @@ class MediaReader:
     def close(self) -> None:
         """Stop reading and release the input (on its thread). Idempotent, never blocks."""
         self._stopping.set()
+        self._reading.mark()
         for queue in self._queues.values():
             queue.close()
 
@@ -287,7 +320,7 @@ class MediaReader:
             if streams:
                 stream = streams[0]
                 stream.thread_type = "AUTO"
-                self._queues[stream.index] = _Queue(kind, self._live)
+                self._queues[stream.index] = _Queue(kind, self._live, self._reading)
                 ctx = stream.codec_context
                 if kind == "video":
                     self.stream_info[kind] = {"width": ctx.width, "height": ctx.height}
@@ -298,6 +331,10 @@ class MediaReader:
             raise NotReadableError(f"{name} has no {' or '.join(self._kinds)}")
 
     def _read_all(self) -> None:
+        if not self._live:
+            while not self._reading.event.wait(0.25):
+                if self._stopping.is_set():
+                    return
         container = self._container
         streams = [s for s in container.streams if s.index in self._queues]
         pacer = _Pacer(self._stopping) if self._realtime else None

@@ -126,6 +126,7 @@ class WhipEndpoint:
         if hosts:
             use_ice_hosts(hosts)
         self.sessions: dict[str, WhipSession] = {}
+        self._answering = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -191,7 +192,7 @@ class WhipEndpoint:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        if len(self.sessions) >= self.max_sessions:
+        if len(self.sessions) + self._answering >= self.max_sessions:
             return self._error(503, "too many sessions", **{"Retry-After": "10"})
         if not body.lstrip().startswith("v=0") or "\nm=" not in body:
             return self._error(400, "not an SDP offer")
@@ -199,6 +200,8 @@ class WhipEndpoint:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         stream = MediaStream()
         pc.on("track", stream.addTrack)
+        # Counted while answering, so concurrent offers cannot pass the limit together.
+        self._answering += 1
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="offer"))
             if not stream.getTracks():
@@ -207,6 +210,8 @@ class WhipEndpoint:
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad offer
             await pc.close()
             return self._error(400, f"cannot answer this offer: {exc}")
+        finally:
+            self._answering -= 1
         session = WhipSession(session_id, pc, stream)
         self.sessions[session_id] = session
         pc.on("connectionstatechange", lambda: self._on_state(session))
@@ -244,7 +249,7 @@ class WhipEndpoint:
             elif line.startswith("a=candidate:"):
                 try:
                     candidate = candidate_from_sdp(line[len("a=candidate:") :])
-                except (ValueError, IndexError):
+                except Exception:  # noqa: BLE001 - aiortc asserts and indexes on malformed input
                     return self._error(400, f"malformed candidate: {line}")
                 candidate.sdpMid = mid
                 if mid is None:

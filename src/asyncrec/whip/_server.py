@@ -15,6 +15,8 @@ from ._endpoint import CORS_HEADERS, WhipEndpoint
 from ._recording import EXTENSIONS, PARTIAL, record_sessions
 
 PAGE = resources.files(__package__).joinpath("page.html")
+#: The application's WhipEndpoint.
+ENDPOINT = web.AppKey("endpoint", WhipEndpoint)
 
 
 def create_app(
@@ -40,7 +42,7 @@ def create_app(
         connect_timeout=connect_timeout,
     )
     app = web.Application(client_max_size=endpoint.max_body)
-    app["endpoint"] = endpoint
+    app[ENDPOINT] = endpoint
     endpoint.add_routes(app)
     page = PAGE.read_text(encoding="utf-8")
 
