@@ -11,8 +11,17 @@ from typing import Any
 import av
 import pytest
 
-from asyncrec import FrameTrack, MediaStream, SampleTrack, getUserMedia, moving_pattern, open_media, sine_tone
-from media_check import ffmpeg_decode_errors, ffprobe_streams
+from asyncrec import (
+    FrameTrack,
+    MediaRecorder,
+    MediaStream,
+    SampleTrack,
+    getUserMedia,
+    moving_pattern,
+    open_media,
+    sine_tone,
+)
+from media_check import ffmpeg_decode_errors, ffprobe_packet_spans, ffprobe_streams
 from source_check import (
     BLACK_LUMA,
     BLACK_TOLERANCE,
@@ -195,3 +204,32 @@ async def test_toggling_a_fake_camera_and_microphone_while_recording(tmp_path: P
     assert ffmpeg_decode_errors(out) == ""
     # Switched from the loop on wall-clock time: wider margins than for a switch on a known frame.
     assert_toggled(out, 0.5, 1.0, 1.5, margin=0.15)
+
+
+async def test_an_audio_track_that_goes_quiet_is_padded_with_silence_to_the_end(tmp_path: Path) -> None:
+    """A muted peer stops delivering audio: the file's audio still lasts as long as the video."""
+
+    class GoesQuiet(SampleTrack):
+        async def recv(self) -> av.AudioFrame:
+            frame = await super().recv()
+            while frame.pts is not None and frame.pts >= 48000 * 0.5 and self.readyState == "live":
+                await self._quiet.wait()  # nothing more until the track is stopped
+            return frame
+
+    quiet = GoesQuiet(sine_tone(), sample_rate=48000)
+    quiet._quiet = asyncio.Event()  # type: ignore[attr-defined]
+    video = FrameTrack(moving_pattern(160, 120))
+    recorder = MediaRecorder(MediaStream([video, quiet]))
+    chunks: list[bytes] = []
+    recorder.ondataavailable = lambda e: chunks.append(e.data)
+    await recorder.start()
+    await asyncio.sleep(2.0)  # two seconds of media, audio quiet after 0.5 s
+    await recorder.stop()
+    video.stop()
+    quiet.stop()
+    quiet._quiet.set()  # type: ignore[attr-defined]
+    path = tmp_path / "quiet.webm"
+    path.write_bytes(b"".join(chunks))
+    spans = ffprobe_packet_spans(path)
+    v_end, a_end = spans[0][1], spans[1][1]
+    assert a_end == pytest.approx(v_end, abs=0.1)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
+import numpy as np
 import pytest
 
-from asyncrec import MediaRecorder, _session, _worker
+from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, _session, _worker, sine_tone
 from conftest import EventLog, make_stream
 
 SLOW_ENCODE = 0.05  # seconds per video frame: 20 fps, slower than the 30 fps source
@@ -37,8 +40,9 @@ async def test_live_video_is_dropped_at_the_input_and_counted_audio_never(slow_v
     assert video.frames_encoded + video.frames_dropped == video.frames_in
     assert audio.frames_dropped == 0
     assert audio.frames_encoded == audio.frames_in == 100
-    # The queue never held more than its bound of video frames plus the audio in flight.
-    assert max(depths) <= _session.VIDEO_QUEUE + 20
+    # The queue never held more than its bound of video frames plus the audio in flight
+    # (20 ms frames while the worker encodes a batch); unbounded, 20 more video frames.
+    assert max(depths) <= _session.VIDEO_QUEUE + 30
 
 
 async def test_a_source_that_is_not_live_is_slowed_down_not_dropped(slow_video_encoder: None) -> None:
@@ -53,3 +57,48 @@ async def test_a_source_that_is_not_live_is_slowed_down_not_dropped(slow_video_e
     assert video.frames_encoded == video.frames_in == 30
     assert audio.frames_encoded == audio.frames_in == 50
     assert max(depths) <= _session.VIDEO_QUEUE + _session.AUDIO_QUEUE
+
+
+@pytest.fixture
+def slowest_vp8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvpx's "best" deadline at its slowest speed: on noise, about 7 fps at 320x240."""
+    from asyncrec import _formats
+
+    spec = _formats.CODECS["vp8"]
+    slow = dataclasses.replace(spec, options={"deadline": "best", "cpu-used": "0", "lag-in-frames": "0"})
+    monkeypatch.setitem(_formats.CODECS, "vp8", slow)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.slow
+async def test_a_slow_codec_setting_under_a_live_source_drops_counted_frames_with_memory_bounded(
+    slowest_vp8: None,
+) -> None:
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(8)]  # hard to encode
+    video = FrameTrack(lambda i, t: noise[i % len(noise)], fps=30, duration=3.0)
+    audio = SampleTrack(sine_tone(), duration=3.0)
+    recorder = MediaRecorder(MediaStream([video, audio]), mimeType="video/webm;codecs=vp8,opus")
+    log = EventLog(recorder)
+    depths: list[int] = []
+    rss: list[int] = []
+
+    def sample(event: object) -> None:
+        depths.append(recorder.statistics().queue_depth)
+        rss.append(rss_bytes())
+
+    recorder.ondataavailable = sample
+    recorder.start(200)
+    await log.wait_stopped()
+    video, audio = recorder.statistics().tracks
+    assert video.frames_dropped > 0
+    assert video.frames_encoded + video.frames_dropped == video.frames_in == 90
+    assert audio.frames_dropped == 0
+    assert audio.frames_encoded == audio.frames_in == 150
+    assert max(depths) <= _session.VIDEO_QUEUE + 30
+    # Memory stays flat: the backlog is bounded, whatever the encoder's speed.
+    assert max(rss) - rss[0] < 64 * 1024 * 1024

@@ -54,7 +54,11 @@ class AudioPath:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._input_key:
             self._drain_resampler()
-            self._resampler = av.AudioResampler(format=self._format, layout=self._layout, rate=AUDIO_RATE)
+            # rematrix_maxval keeps a downmix (5.1 to stereo) from exceeding full scale in
+            # float formats, as it already does for integer ones.
+            self._resampler = av.AudioResampler(
+                format=self._format, layout=self._layout, rate=AUDIO_RATE, options={"rematrix_maxval": "1.0"}
+            )
             self._input_key = key
         assert self._resampler is not None
         frame.pts = None
