@@ -63,9 +63,13 @@ def worker_threads() -> list[threading.Thread]:
 
 @pytest.fixture(autouse=True)
 def no_leaked_workers() -> Iterator[None]:
-    """Every test must leave no recording thread behind."""
+    """Every test must leave no recording or source thread behind (a thread still
+    finishing its file gets a few seconds)."""
     before = set(worker_threads())
     yield
+    for thread in worker_threads():
+        if thread not in before:
+            thread.join(5.0)
     leaked = [t for t in worker_threads() if t not in before and t.is_alive()]
     assert not leaked, f"recording threads left running: {leaked}"
 

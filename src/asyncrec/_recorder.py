@@ -400,8 +400,11 @@ class MediaRecorder:
         await self.aclose()
 
     def __del__(self) -> None:
-        if getattr(self, "_sessions", None):
-            warnings.warn(f"{self!r} was not stopped; its recording is lost", ResourceWarning, stacklevel=1)
+        sessions = getattr(self, "_sessions", None)
+        if sessions:
+            for session in sessions:
+                session.abandon()  # the worker finishes the file and exits
+            warnings.warn(f"{self!r} was not stopped before it was dropped", ResourceWarning, stacklevel=1)
 
     # -- internals ----------------------------------------------------------------------------
     def _active_session(self, method: str) -> Session:

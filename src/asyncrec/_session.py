@@ -128,6 +128,23 @@ class Session:
 
     # -- readers (loop) -----------------------------------------------------------------------
     async def _read(self, index: int, track: Track) -> None:
+        try:
+            await self._read_track(index, track)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                # Cancelled from outside (the loop is shutting down): let the worker
+                # finish the file rather than wait forever.
+                self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Ask the worker to finish without touching the loop (safe from ``__del__`` and
+        from a loop that is shutting down)."""
+        if not self._stopping:
+            self._stopping = True
+            self._handoff.control("stop", round(self.timeline.elapsed(monotonic()) * 1000))
+
+    async def _read_track(self, index: int, track: Track) -> None:
         counters = self._readers_counters[index]
         expected = av.VideoFrame if track.kind == "video" else av.AudioFrame
         live = self._live[index]

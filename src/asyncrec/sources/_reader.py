@@ -330,6 +330,10 @@ class MediaReader:
             self._container.close()
             raise NotReadableError(f"{name} has no {' or '.join(self._kinds)}")
 
+    def _consumer_gone(self) -> bool:
+        """True once the loop that reads the tracks is closed: nobody will read again."""
+        return any(q.loop is not None and q.loop.is_closed() for q in self._queues.values())
+
     def _read_all(self) -> None:
         if not self._live:
             while not self._reading.event.wait(0.25):
@@ -342,7 +346,7 @@ class MediaReader:
         while not self._stopping.is_set():
             last = 0.0
             for packet in container.demux(streams):
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self._consumer_gone():
                     return
                 queue = self._queues[packet.stream.index]
                 for frame in packet.decode():
