@@ -324,7 +324,9 @@ def resolve_format(mime_type: str, *, has_video: bool, has_audio: bool) -> Forma
 
 def split_bits_per_second(total: int, *, has_video: bool = True, has_audio: bool = True) -> tuple[int, int]:
     """Share ``bitsPerSecond`` between video and audio as browsers do: audio gets a tenth,
-    at most 128 kb/s, video the rest; a kind that is not recorded gets nothing.
+    at least 500 b/s and at most 128 kb/s, video the rest (at least 1 kb/s); a kind that is
+    not recorded gets nothing. Even ``bitsPerSecond=0`` leaves both non-zero, as the
+    web-platform-tests expect.
 
     Returns ``(video, audio)``.
     """
@@ -332,5 +334,10 @@ def split_bits_per_second(total: int, *, has_video: bool = True, has_audio: bool
         return 0, total
     if not has_audio:
         return total, 0
-    audio = min(DEFAULT_AUDIO_BITS_PER_SECOND, total // 10)
-    return total - audio, audio
+    audio = max(MIN_AUDIO_SHARE, min(DEFAULT_AUDIO_BITS_PER_SECOND, total // 10))
+    return max(MIN_VIDEO_SHARE, total - audio), audio
+
+
+#: The least ``bitsPerSecond`` leaves to each kind.
+MIN_AUDIO_SHARE = 500
+MIN_VIDEO_SHARE = 1000
