@@ -9,13 +9,11 @@ into several chunks reliably.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import pytest
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 from media_check import (
@@ -28,6 +26,7 @@ from media_check import (
     ogg_page_ends,
     pyav_frame_counts,
 )
+from media_probe import PacedTrack
 
 DURATION = 1.5
 FPS = 30
@@ -90,37 +89,6 @@ CASES = [
     ),
     pytest.param(Case("audio/ogg", "audio/ogg;codecs=opus", None, "opus", "ogg", "ogg"), id="ogg-opus"),
 ]
-
-
-class PacedTrack(MediaStreamTrack):
-    """A non-real-time track delivered at ``speed`` times real time (still ``live = False``:
-    the recorder applies backpressure and drops nothing)."""
-
-    def __init__(self, inner: MediaStreamTrack, speed: float) -> None:
-        super().__init__()
-        self.kind = inner.kind
-        self.live = False
-        self._inner = inner
-        self._speed = speed
-        self._start: float | None = None
-
-    async def recv(self) -> av.VideoFrame | av.AudioFrame:
-        try:
-            frame = await self._inner.recv()
-        except MediaStreamError:
-            self.stop()
-            raise
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        due = self._start + float(frame.pts * frame.time_base) / self._speed
-        if due > now:
-            await asyncio.sleep(due - now)
-        return frame
-
-    def stop(self) -> None:
-        self._inner.stop()
-        super().stop()
 
 
 def make_stream(case: Case) -> MediaStream:
