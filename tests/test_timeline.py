@@ -1,5 +1,7 @@
 """The recording's clock."""
 
+import itertools
+
 import pytest
 
 from asyncrec._timeline import MAX_DRIFT, MIN_STEP, Timeline
@@ -62,3 +64,13 @@ def test_a_source_faster_than_real_time_keeps_its_spacing() -> None:
     assert stamps[-1] == pytest.approx(89 / 30)
     # A backward jump continues one frame spacing after the last frame.
     assert clock.stamp(0, 0.0, now=0.01) == pytest.approx(90 / 30)
+
+
+def test_a_burst_of_held_up_frames_keeps_its_spacing() -> None:
+    # A second of frames delivered at once (a connection that just came up), then real time.
+    clock = Timeline([True])
+    stamps = [clock.stamp(0, i / 30, now=10.0 + i * 0.0005) for i in range(45)]
+    stamps += [clock.stamp(0, i / 30, now=10.0 + (i - 44) / 30) for i in range(45, 90)]
+    steps = [b - a for a, b in itertools.pairwise(stamps)]  # type: ignore[operator]
+    assert min(steps) == pytest.approx(1 / 30, abs=0.002)
+    assert max(steps) == pytest.approx(1 / 30, abs=0.002)

@@ -12,8 +12,9 @@ their own frames. The rule, per track:
   is moved on resume, when the source jumps (backwards, or forwards by more than
   ``MAX_JUMP``; RTP wrap-around and restarted sources do both) and, for live tracks, when
   the source drifts more than ``MAX_DRIFT`` from the wall clock. A live track re-anchors
-  at ``elapsed``; a track that is not live (frames as fast as they can be made) has no
-  wall clock to follow and goes on one frame spacing after its last frame.
+  at ``elapsed``, or one frame spacing after its last frame if that is later (a burst of
+  held-up frames keeps its spacing); a track that is not live (frames as fast as they can
+  be made) has no wall clock to follow and goes on one frame spacing after its last frame.
 * A frame without a timestamp is placed at ``elapsed``.
 * Frames of one track are strictly increasing by at least ``MIN_STEP``.
 * Frames that arrive while paused are not recorded.
@@ -39,6 +40,7 @@ class _TrackClock:
     last_source: float | None = None
     last_media: float | None = None
     last_step: float = MIN_STEP
+    resumed: bool = False
 
 
 class Timeline:
@@ -74,6 +76,7 @@ class Timeline:
         self._paused_at = None
         for clock in self._tracks:
             clock.anchor_source = None  # the next frame re-anchors at the resume point
+            clock.resumed = True
 
     def stamp(self, track: int, source_time: float | None, now: float) -> float | None:
         """The media time (seconds) of a frame of ``track`` arriving at ``now``.
@@ -92,8 +95,15 @@ class Timeline:
         else:
             if clock.anchor_source is None or self._discontinuous(clock, source_time, wall):
                 clock.anchor_source = source_time
-                if clock.live or clock.last_media is None:
+                if clock.last_media is None:
                     clock.anchor_media = wall
+                elif clock.resumed:
+                    clock.anchor_media = max(wall, clock.last_media + MIN_STEP)
+                elif clock.live:
+                    # Follow the wall clock, but never back over frames already placed:
+                    # after a burst (frames held up, then delivered at once) the track
+                    # goes on at its own spacing instead of piling up 1 ms apart.
+                    clock.anchor_media = max(wall, clock.last_media + clock.last_step)
                 else:
                     # A source faster than real time has no wall clock to follow: go on
                     # from its last frame with its last spacing.
@@ -102,6 +112,7 @@ class Timeline:
                 clock.last_step = source_time - clock.last_source
             media = clock.anchor_media + (source_time - clock.anchor_source)
             clock.last_source = source_time
+            clock.resumed = False
         if clock.last_media is not None and media < clock.last_media + MIN_STEP:
             media = clock.last_media + MIN_STEP
         clock.last_media = media
