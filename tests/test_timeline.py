@@ -74,3 +74,9 @@ def test_a_burst_of_held_up_frames_keeps_its_spacing() -> None:
     steps = [b - a for a, b in itertools.pairwise(stamps)]  # type: ignore[operator]
     assert min(steps) == pytest.approx(1 / 30, abs=0.002)
     assert max(steps) == pytest.approx(1 / 30, abs=0.002)
+
+
+def test_frames_without_timestamps_from_a_fast_source_get_a_frame_spacing() -> None:
+    clock = Timeline([False])
+    stamps = [clock.stamp(0, None, now=0.0001 * i) for i in range(30)]
+    assert stamps[-1] == pytest.approx(29 / 30)

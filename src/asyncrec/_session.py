@@ -77,6 +77,7 @@ class Session:
         capacities = [VIDEO_QUEUE if t.kind == "video" else AUDIO_QUEUE for t in tracks]
         self._handoff = HandOff(capacities, self._loop)
         self._readers_counters = [_ReaderCounters() for _ in tracks]
+        self._samples_seen = [0.0] * len(tracks)
         self._worker_counters = WorkerCounters([0] * len(tracks), [0] * len(tracks))
         self._worker = RecordingWorker(
             fmt,
@@ -181,6 +182,11 @@ class Session:
             return
         assert isinstance(frame, av.VideoFrame | av.AudioFrame)
         source_time = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        if isinstance(frame, av.AudioFrame) and frame.sample_rate:
+            if source_time is None:
+                # Audio without timestamps: its own sample count is its clock.
+                source_time = self._samples_seen[index]
+            self._samples_seen[index] = (source_time or 0.0) + frame.samples / frame.sample_rate
         at = self.timeline.stamp(index, source_time, now)
         if at is None:
             counters.paused += 1

@@ -15,7 +15,8 @@ their own frames. The rule, per track:
   at ``elapsed``, or one frame spacing after its last frame if that is later (a burst of
   held-up frames keeps its spacing); a track that is not live (frames as fast as they can
   be made) has no wall clock to follow and goes on one frame spacing after its last frame.
-* A frame without a timestamp is placed at ``elapsed``.
+* A frame without a timestamp is placed at ``elapsed`` (live), or one frame spacing
+  (its last, else 1/30 s) after the track's last frame (not live).
 * Frames of one track are strictly increasing by at least ``MIN_STEP``.
 * Frames that arrive while paused are not recorded.
 """
@@ -30,6 +31,8 @@ MAX_DRIFT = 1.0
 MAX_JUMP = 5.0
 #: The smallest step between two frames of a track (the WebM time base is 1 ms).
 MIN_STEP = 0.001
+#: The spacing given to frames without timestamps from a source that is not live (30 fps).
+DEFAULT_STEP = 1 / 30
 
 
 @dataclass(slots=True)
@@ -91,7 +94,11 @@ class Timeline:
         clock = self._tracks[track]
         wall = self.elapsed(now)
         if source_time is None:
-            media = wall
+            if clock.live or clock.last_media is None:
+                media = wall
+            else:
+                # No timestamps and no wall clock to follow: one frame spacing apart.
+                media = clock.last_media + max(clock.last_step, DEFAULT_STEP)
         else:
             if clock.anchor_source is None or self._discontinuous(clock, source_time, wall):
                 clock.anchor_source = source_time
