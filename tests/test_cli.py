@@ -317,9 +317,13 @@ def test_devices_fake_lists_the_two_fake_devices(quick_runs: dict[str, Case]) ->
     result = quick_runs["devices-fake"].result
     assert_ok(result)
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2
-    assert any("videoinput" in line and "fake-camera" in line for line in lines)
-    assert any("audioinput" in line and "fake-microphone" in line for line in lines)
+    devices = [line for line in lines if not line.startswith(" ")]
+    capabilities = [line.strip() for line in lines if line.startswith(" ")]
+    assert len(devices) == 2
+    assert any("videoinput" in line and "fake-camera" in line for line in devices)
+    assert any("audioinput" in line and "fake-microphone" in line for line in devices)
+    assert any("7680x4320" in line for line in capabilities)
+    assert any("Hz" in line for line in capabilities)
 
 
 def test_devices_lists_this_machines_devices(quick_runs: dict[str, Case]) -> None:

@@ -144,11 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _devices(fake: bool | None) -> int:
+    from .sources._devices import device_capabilities
+
     devices = await enumerateDevices(fake=fake)
     if not devices:
         print("no capture devices (asyncrec devices --fake lists the fake ones)")
     for device in devices:
         print(f"{device.kind:10}  {device.deviceId:18}  {device.label}")
+        for line in await asyncio.to_thread(device_capabilities, device):
+            print(f"{'':30}{line}")
     return 0
 
 

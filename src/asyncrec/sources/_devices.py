@@ -16,10 +16,12 @@ Every open, read and close runs on the input's own thread (:class:`MediaReader`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,6 +97,38 @@ def _linux_devices() -> list[MediaDeviceInfo]:
         devices.append(MediaDeviceInfo("default", "audioinput", "Default microphone", "default"))
         devices.extend(captures)
     return devices
+
+
+def device_capabilities(device: MediaDeviceInfo) -> list[str]:
+    """What a device offers, as lines for people (blocking: call it on a thread).
+
+    v4l2 cameras are asked through FFmpeg's ``list_formats`` (the camera is opened
+    briefly); fake devices take any constraint in range; ALSA and the other platforms do
+    not say through FFmpeg.
+    """
+    if device.deviceId == FAKE_CAMERA:
+        return ["any size up to 7680x4320, 1-240 fps (moving test pattern, yuv420p)"]
+    if device.deviceId == FAKE_MICROPHONE:
+        return ["8000-192000 Hz, 1-8 channels (440 Hz tone)"]
+    if device.kind == "videoinput" and sys.platform.startswith("linux"):
+        import av
+
+        # FFmpeg ends the listing with an "exit" error, hence the suppress.
+        with av.logging.Capture() as logs, contextlib.suppress(Exception):
+            av.open(device.deviceId, format="v4l2", options={"list_formats": "all"}).close()
+        return parse_v4l2_formats(message for _level, _name, message in logs)
+    return []
+
+
+def parse_v4l2_formats(lines: Iterable[str]) -> list[str]:
+    """``list_formats`` log lines (``Raw : yuyv422 : YUYV 4:2:2 : 640x480 1280x720``) as
+    ``yuyv422: 640x480 1280x720``."""
+    found = []
+    for line in lines:
+        parts = [part.strip() for part in line.split(":")]
+        if len(parts) >= 4 and parts[0] in ("Raw", "Compressed"):
+            found.append(f"{parts[1]}: {parts[-1]}")
+    return found
 
 
 def _natural(text: str) -> list[Any]:
