@@ -131,10 +131,10 @@ class Session:
     async def _read(self, index: int, track: Track) -> None:
         try:
             await self._read_track(index, track)
-        except asyncio.CancelledError:
+        except BaseException:
             if not self._stopping:
                 # Cancelled from outside (the loop is shutting down): let the worker
-                # finish the file rather than wait forever.
+                # finish the file rather than wait forever. The cancellation goes on.
                 self.abandon()
             raise
 

@@ -239,7 +239,7 @@ class MediaReader:
         self._thread.start()
         try:
             await asyncio.shield(done)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled: close the input, and the cancellation goes on
             self.close()
             raise
         return self._result()
