@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from whip_client import (
     finished_recordings,
     names,
     serve_process,
+    wait_until,
 )
 
 PUBLISH_SECONDS = 2.0
@@ -101,3 +103,51 @@ def test_serve_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("asyncrec: error:")
     assert result.stdout == ""
+
+
+CRASHING_PUBLISHER = """
+import asyncio, sys
+import aioice.ice
+import aiohttp
+sys.path.insert(0, sys.argv[2])
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+from whip_client import Publisher
+
+async def main():
+    async with aiohttp.ClientSession() as http:
+        publisher = Publisher()
+        await publisher.publish(http, sys.argv[1])
+        await publisher.wait_connected()
+        print("connected", flush=True)
+        await asyncio.sleep(60)  # killed long before: no DELETE, no DTLS close, nothing
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_publisher_that_vanishes_still_gives_a_playable_file(tmp_path: Path) -> None:
+    """A peer that dies without DELETE or DTLS close (a crashed browser): ICE consent
+    freshness fails after about 30 s, the session ends and its file is final."""
+    out = tmp_path / "out"
+    async with serve_process(out, log=tmp_path / "serve.log") as server:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CRASHING_PUBLISHER,
+            server.url + "whip",
+            str(Path(__file__).parent),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line.strip() == b"connected"
+            await asyncio.sleep(PUBLISH_SECONDS)  # media to record before the peer vanishes
+        finally:
+            proc.kill()
+            await proc.wait()
+        await wait_until(lambda: bool(out.exists() and finished_recordings(out)), 60, "the session to be reaped")
+        [path] = finished_recordings(out)
+        check_recording(path, video="vp8", audio="opus", size=(320, 240), duration=DURATION)
+        assert await server.interrupt() == 0

@@ -111,8 +111,7 @@ class Session:
         self._stopping = True
         for task in self._readers:
             task.cancel()
-        # The recording ends now on its clock: an audio track that went quiet is padded to it.
-        self._handoff.control("stop", round(self.timeline.elapsed(monotonic()) * 1000))
+        self._handoff.control("stop", self._video_end_ms())
 
     def pause(self) -> None:
         self.timeline.pause(monotonic())
@@ -138,12 +137,20 @@ class Session:
                 self.abandon()
             raise
 
+    def _video_end_ms(self) -> int:
+        """Where the video ends on the recording's clock (ms; -1 without video): an audio
+        track that went quiet before it is padded with silence up to it, so the two end
+        together (a muted peer), and never past it (a peer that vanished)."""
+        ends = [self.timeline.last_time(i) for i, t in enumerate(self.tracks) if t.kind == "video"]
+        known = [end for end in ends if end is not None]
+        return round(max(known) * 1000) if known else -1
+
     def abandon(self) -> None:
         """Ask the worker to finish without touching the loop (safe from ``__del__`` and
         from a loop that is shutting down)."""
         if not self._stopping:
             self._stopping = True
-            self._handoff.control("stop", round(self.timeline.elapsed(monotonic()) * 1000))
+            self._handoff.control("stop", self._video_end_ms())
 
     async def _read_track(self, index: int, track: Track) -> None:
         counters = self._readers_counters[index]

@@ -67,6 +67,10 @@ class Timeline:
         end = self._paused_at if self._paused_at is not None else now
         return max(0.0, end - self._zero - self._paused_total)
 
+    def last_time(self, track: int) -> float | None:
+        """The media time of the last frame of ``track`` stamped so far, or None."""
+        return self._tracks[track].last_media
+
     def pause(self, now: float) -> None:
         if self._paused_at is None:
             self._paused_at = now

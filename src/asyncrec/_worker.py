@@ -222,7 +222,7 @@ class RecordingWorker:
                 if isinstance(item, FrameItem):
                     self._frame(item)
                 elif item.command == "stop":
-                    self._finish(item.arg / 1000)
+                    self._finish(item.arg / 1000 if item.arg >= 0 else None)
                     return
                 else:
                     self._control(item)
@@ -434,7 +434,7 @@ class RecordingWorker:
             self._emit_cuts()
 
     # -- ending -----------------------------------------------------------------------------
-    def _finish(self, end: float) -> None:
+    def _finish(self, end: float | None) -> None:
         if self._container is None and self._preopen and not self._failed:
             self._open()  # every track ended before all had sent a frame
         if self._container is not None:
