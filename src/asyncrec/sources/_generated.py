@@ -80,6 +80,8 @@ class FrameTrack(MediaStreamTrack):
         self._index = 0
         self._pacer = _Pacer() if realtime else None
         self.live = realtime
+        #: False records black frames in this track's place (the spec's "not enabled").
+        self.enabled = True
         self._make: Callable[[int, float], npt.NDArray[np.uint8] | av.VideoFrame]
         if isinstance(source, np.ndarray):
             image = source
@@ -146,6 +148,8 @@ class SampleTrack(MediaStreamTrack):
         self._next = 0
         self._pacer = _Pacer() if realtime else None
         self.live = realtime
+        #: False records silence in this track's place (the spec's "not enabled").
+        self.enabled = True
         self._read: Callable[[int, int], npt.NDArray[np.generic]]
         if isinstance(source, np.ndarray):
             samples = source.reshape(1, -1) if source.ndim == 1 else source
