@@ -69,7 +69,6 @@ class Session:
     ) -> None:
         self._owner = owner
         self._loop = asyncio.get_running_loop()
-        self.format = fmt
         self.tracks = tracks
         live = [is_live(t) for t in tracks]
         self._live = live

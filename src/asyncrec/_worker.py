@@ -102,7 +102,6 @@ class WorkerCounters:
     encoded: list[int]
     dropped_before_open: list[int]
     busy: float = 0.0
-    bytes_muxed: int = 0
     #: Audio's offset from the recording's clock (s; positive: audio late), None without audio.
     av_offset: float | None = None
 
@@ -193,10 +192,6 @@ class RecordingWorker:
     def join(self) -> None:
         """Wait for the thread; called once it has reported Finished, so it returns at once."""
         self._thread.join()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -425,11 +420,9 @@ class RecordingWorker:
         for packet in packets:
             before = self._sink.total
             self._container.mux_one(packet)
-            if self._sink.total != before:
-                # The muxer just wrote out what it held; its new cluster starts about here.
-                if packet.pts is not None and packet.time_base is not None:
-                    self._written_until_ms = float(packet.pts * packet.time_base * 1000)
-                self.counters.bytes_muxed = self._sink.total
+            # When the muxer has just written out what it held, its new cluster starts about here.
+            if self._sink.total != before and packet.pts is not None and packet.time_base is not None:
+                self._written_until_ms = float(packet.pts * packet.time_base * 1000)
         if self._cuts.ids and self._sink.total > self._cuts.mark:
             self._emit_cuts()
 

@@ -268,10 +268,6 @@ class MediaReader:
         for queue in self._queues.values():
             queue.close()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def _track_stopped(self) -> None:
         if all(t.readyState == "ended" for t in self.tracks):
             self.close()

@@ -22,7 +22,6 @@ import inspect
 import logging
 import os
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
@@ -48,7 +47,6 @@ class WhipSession:
         self.id = session_id
         self.pc = pc
         self.stream = stream
-        self.created = time.monotonic()
         self.etag = f'"{secrets.token_hex(8)}"'
         #: Why the session ended: "deleted", "disconnected", "failed", "timeout", "shutdown".
         self.end_reason: str | None = None
