@@ -66,6 +66,8 @@ class ContainerSpec:
     muxer: str
     video: tuple[str, ...]
     audio: tuple[str, ...]
+    #: The file name extension of a recording.
+    extension: str
 
 
 _VPX_REALTIME = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
@@ -118,12 +120,12 @@ CODECS: dict[str, CodecSpec] = {
 CONTAINERS: dict[str, ContainerSpec] = {
     spec.mime: spec
     for spec in (
-        ContainerSpec("video/webm", "webm", ("vp8", "vp9", "av1", "avc1"), ("opus",)),
-        ContainerSpec("audio/webm", "webm", (), ("opus",)),
-        ContainerSpec("video/x-matroska", "matroska", ("vp8", "vp9", "av1", "avc1"), ("opus", "mp4a.40.2")),
-        ContainerSpec("video/mp4", "mp4", ("avc1", "vp9", "av1"), ("mp4a.40.2", "opus")),
-        ContainerSpec("audio/mp4", "mp4", (), ("mp4a.40.2", "opus")),
-        ContainerSpec("audio/ogg", "ogg", (), ("opus",)),
+        ContainerSpec("video/webm", "webm", ("vp8", "vp9", "av1", "avc1"), ("opus",), ".webm"),
+        ContainerSpec("audio/webm", "webm", (), ("opus",), ".weba"),
+        ContainerSpec("video/x-matroska", "matroska", ("vp8", "vp9", "av1", "avc1"), ("opus", "mp4a.40.2"), ".mkv"),
+        ContainerSpec("video/mp4", "mp4", ("avc1", "vp9", "av1"), ("mp4a.40.2", "opus"), ".mp4"),
+        ContainerSpec("audio/mp4", "mp4", (), ("mp4a.40.2", "opus"), ".m4a"),
+        ContainerSpec("audio/ogg", "ogg", (), ("opus",), ".ogg"),
     )
 }
 

@@ -15,27 +15,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ._errors import AsyncrecError, NotSupportedError
-from ._formats import check_type
+from ._formats import CONTAINERS, check_type
 from ._recorder import MediaRecorder
 from ._sink import FileSink
 from ._stream import MediaStream, Track
 from .sources import enumerateDevices, getUserMedia, open_media
 
-#: The container each extension records to when no --mime is given.
-EXTENSIONS = {
-    ".webm": "video/webm",
-    ".weba": "audio/webm",
-    ".mkv": "video/x-matroska",
-    ".mp4": "video/mp4",
-    ".m4a": "audio/mp4",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-}
+#: The container each extension records to when no --mime is given (.opus is Ogg too).
+EXTENSIONS = {spec.extension: spec.mime for spec in CONTAINERS.values()} | {".opus": "audio/ogg"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -200,29 +192,25 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
     sources = args.source or ["default"]
     tracks = await _open_sources(sources, audio_only=mime.startswith("audio/"), realtime=args.realtime)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        recorder = MediaRecorder(
-            MediaStream(tracks),
-            mimeType=mime,
-            videoBitsPerSecond=args.video_bitrate,
-            audioBitsPerSecond=args.audio_bitrate,
-        )
-        failures: list[str] = []
-        recorder.onerror = lambda event: failures.append(str(event.error))
-        recorder.onstop = lambda event: stop.set()
-        async with FileSink(args.out) as sink, recorder:
-            recorder.ondataavailable = sink.write
-            await recorder.start(args.timeslice)
-            progress = _Progress(time.monotonic(), sink, recorder)
-            await _wait(stop, args.duration, progress)
-            await recorder.stop()
+        with _stop_on_signals(stop):
+            recorder = MediaRecorder(
+                MediaStream(tracks),
+                mimeType=mime,
+                videoBitsPerSecond=args.video_bitrate,
+                audioBitsPerSecond=args.audio_bitrate,
+            )
+            failures: list[str] = []
+            recorder.onerror = lambda event: failures.append(str(event.error))
+            recorder.onstop = lambda event: stop.set()
+            async with FileSink(args.out) as sink, recorder:
+                recorder.ondataavailable = sink.write
+                await recorder.start(args.timeslice)
+                progress = _Progress(time.monotonic(), sink, recorder)
+                await _wait(stop, args.duration, progress)
+                await recorder.stop()
         print(f"{args.out}: {recorder.mimeType}, {progress.line().removeprefix('recording ')}")
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
         for track in tracks:
             track.stop()  # type: ignore[attr-defined]
     if failures:
@@ -248,21 +236,31 @@ async def _serve(args: argparse.Namespace) -> int:
     runner = web.AppRunner(app)
     await runner.setup()
     stop = asyncio.Event()
+    with _stop_on_signals(stop):
+        try:
+            site = web.TCPSite(runner, args.host, args.port)
+            await site.start()
+            url = f"http://{args.host}:{args.port}/"
+            print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
+            await stop.wait()
+        finally:
+            # Ends every session: recordings are finalised before the process exits.
+            await runner.cleanup()
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (a clean stop) while inside the block."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
-        url = f"http://{args.host}:{args.port}/"
-        print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
-        await stop.wait()
+        yield
     finally:
-        # Ends every session: recordings are finalised before the process exits.
-        await runner.cleanup()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
-    return 0
 
 
 async def _wait(stop: asyncio.Event, duration: float | None, progress: _Progress) -> None:

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from .._formats import check_type, parse_mime_type
+from .._formats import CONTAINERS, check_type, parse_mime_type
 from .._recorder import MediaRecorder
 from .._sink import FileSink
 from ._endpoint import WhipSession
@@ -16,14 +16,7 @@ from ._endpoint import WhipSession
 logger = logging.getLogger("asyncrec.whip")
 
 #: File extension per container MIME type.
-EXTENSIONS = {
-    "video/webm": ".webm",
-    "audio/webm": ".weba",
-    "video/x-matroska": ".mkv",
-    "video/mp4": ".mp4",
-    "audio/mp4": ".m4a",
-    "audio/ogg": ".ogg",
-}
+EXTENSIONS = {spec.mime: spec.extension for spec in CONTAINERS.values()}
 #: Recordings in progress carry this suffix; a finished one is renamed without it.
 PARTIAL = ".part"
 
