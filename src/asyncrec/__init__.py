@@ -20,6 +20,7 @@ from ._errors import (
     OverconstrainedError,
     QuotaExceededError,
     SecurityError,
+    SinkError,
     UnknownError,
 )
 from ._events import BlobEvent, Completion, ErrorEvent, Event
@@ -66,6 +67,7 @@ __all__ = [
     "RecorderStatistics",
     "SampleTrack",
     "SecurityError",
+    "SinkError",
     "SourceTrack",
     "Track",
     "TrackStatistics",

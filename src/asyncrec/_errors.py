@@ -9,6 +9,7 @@
     ├── EncodingError             an encoder or the muxer failed
     ├── SecurityError             recording is not allowed
     ├── QuotaExceededError        consumers fell too far behind (see MediaRecorder)
+    ├── SinkError                 writing the chunks failed (disk full, permission...)
     ├── NotFoundError             no device (or file) matches the request
     ├── NotReadableError          the device is busy or cannot be read
     ├── OverconstrainedError      no device can satisfy a constraint
@@ -67,6 +68,22 @@ class QuotaExceededError(AsyncrecError):
     """The chunks not yet taken by handlers or iterators passed the recorder's bound."""
 
     name = "QuotaExceededError"
+
+
+class SinkError(AsyncrecError):
+    """Writing chunks to their destination failed; ``path`` names it.
+
+    Raised by :class:`~asyncrec.FileSink` (disk full, permission, a vanished directory)
+    and by any sink that wants its failure to stop the recording: a ``dataavailable``
+    handler that raises it ends the recording with an ``"error"`` event, then the final
+    chunk, then ``"stop"``, instead of being logged and ignored.
+    """
+
+    name = "SinkError"
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
 
 
 class NotFoundError(AsyncrecError):
