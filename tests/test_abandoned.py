@@ -22,7 +22,7 @@ def test_a_running_recorder_is_cleaned_up_when_its_loop_ends() -> None:
         if thread.name == "asyncrec-worker" and thread not in before:
             thread.join(5.0)
             assert not thread.is_alive()
-    assert recorder.state == "recording"  # nothing could run its events: the state is as left
+    assert recorder.state == "inactive"  # its track readers were cancelled with the loop: it stopped
 
 
 async def test_a_test_that_leaves_its_recorder_running_leaks_no_thread() -> None:

@@ -1,44 +1,76 @@
-"""The bounded hand-off between readers and the worker."""
+"""The bounded hand-off between track inputs and the worker: bounds in bytes, drop policy."""
 
 import asyncio
 import threading
+from typing import Any
 
-from asyncrec._handoff import ControlItem, FrameItem, HandOff
+from asyncrec._handoff import VIDEO_QUEUE_FRAMES, Cut, FrameItem, HandOff, Pause, Stop
 
 
-async def test_live_video_drops_the_oldest_frame_of_its_track() -> None:
-    handoff = HandOff([2, 10], asyncio.get_running_loop())
-    assert handoff.offer(FrameItem(0, "f0", 0.0)) is None
-    handoff.offer(FrameItem(1, "a0", 0.0))
-    assert handoff.offer(FrameItem(0, "f1", 0.1)) is None
-    dropped = handoff.offer(FrameItem(0, "f2", 0.2))
-    assert dropped is not None
-    assert dropped.frame == "f0"
-    handoff.control("stop")
-    items = handoff.take(0)
-    assert [getattr(i, "frame", None) or i.command for i in items] == ["a0", "f1", "f2", "stop"]  # type: ignore[union-attr]
+def item(track: int, name: str, *, nbytes: int = 100, droppable: bool = False) -> FrameItem:
+    frame: Any = name  # the hand-off never looks at frames
+    return FrameItem(track, frame, 0.0, 0.0, nbytes, droppable, droppable)
+
+
+def names(items: list[Any]) -> list[Any]:
+    return [i.frame if isinstance(i, FrameItem) else i for i in items]
+
+
+async def test_real_time_video_drops_its_oldest_frame_when_full_and_counts_it() -> None:
+    handoff = HandOff(["video", "audio"], asyncio.get_running_loop())
+    for n in range(VIDEO_QUEUE_FRAMES):
+        assert handoff.offer(item(0, f"f{n}", droppable=True)) == 0
+    assert handoff.room(item(1, "a0")) is None
+    assert handoff.offer(item(0, "late", droppable=True)) == 1
+    handoff.control(Stop(None))
+    taken = names(handoff.take(0))
+    assert taken[0] == "f1"  # f0, the oldest, gave way
+    assert taken[-2:] == ["late", Stop(None)]
+    assert "a0" in taken
     assert handoff.depth() == 0
 
 
-async def test_put_waits_for_room_and_the_worker_wakes_it() -> None:
+async def test_the_bound_is_in_bytes_and_one_frame_always_fits() -> None:
+    handoff = HandOff(["video"], asyncio.get_running_loop())
+    huge = 64 * 1024 * 1024
+    assert handoff.room(item(0, "huge", nbytes=huge)) is None  # bigger than the bound, alone: taken
+    waiter = handoff.room(item(0, "next", nbytes=10))
+    assert waiter is not None  # the queue is over its bytes: wait
+    assert handoff.queued_bytes() == huge
+    handoff.take(0)
+    await asyncio.wait_for(waiter, 5)
+
+
+async def test_frames_that_must_not_be_dropped_make_the_input_wait_for_the_worker() -> None:
     loop = asyncio.get_running_loop()
-    handoff = HandOff([1], loop)
-    await handoff.put(FrameItem(0, "a", 0.0))
-    blocked = asyncio.ensure_future(handoff.put(FrameItem(0, "b", 0.1)))
-    await asyncio.sleep(0)
-    assert not blocked.done()  # full: the reader waits, nothing is dropped
-    taken: list[object] = []
+    handoff = HandOff(["video"], loop)
+    for n in range(VIDEO_QUEUE_FRAMES):
+        assert handoff.room(item(0, f"f{n}")) is None
+    waiter = handoff.room(item(0, "more"))
+    assert waiter is not None
+    # Droppable frames cannot push out frames that must not be dropped.
+    assert handoff.offer(item(0, "live", droppable=True)) == 0
+    taken: list[Any] = []
     worker = threading.Thread(target=lambda: taken.extend(handoff.take(1.0)))
     worker.start()
-    await asyncio.wait_for(blocked, 5)
+    await asyncio.wait_for(waiter, 5)
     await asyncio.to_thread(worker.join)
-    assert [i.frame for i in taken] == ["a"]  # type: ignore[attr-defined]
-    assert [i.frame for i in handoff.take(0)] == ["b"]  # type: ignore[union-attr]
+    assert names(taken) == [f"f{n}" for n in range(VIDEO_QUEUE_FRAMES)] + ["live"]
 
 
-async def test_take_times_out_empty_and_control_items_keep_order() -> None:
-    handoff = HandOff([1], asyncio.get_running_loop())
+async def test_close_lifts_the_bound_and_wakes_waiting_inputs() -> None:
+    handoff = HandOff(["audio"], asyncio.get_running_loop())
+    assert handoff.room(item(0, "a", nbytes=9 * 1024 * 1024)) is None
+    waiter = handoff.room(item(0, "b"))
+    assert waiter is not None
+    handoff.close()
+    await asyncio.wait_for(waiter, 5)
+    assert handoff.room(item(0, "b")) is None
+
+
+async def test_take_times_out_empty_and_control_messages_keep_order() -> None:
+    handoff = HandOff(["audio"], asyncio.get_running_loop())
     assert handoff.take(0.01) == []
-    handoff.control("cut", 7)
-    handoff.control("pause")
-    assert handoff.take(None) == [ControlItem("cut", 7), ControlItem("pause")]
+    handoff.control(Cut(7))
+    handoff.control(Pause())
+    assert handoff.take(None) == [Cut(7), Pause()]

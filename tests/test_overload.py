@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, _session, _worker, sine_tone
+from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, _handoff, _worker, sine_tone
 from conftest import EventLog, make_stream
 
 SLOW_ENCODE = 0.05  # seconds per video frame: 20 fps, slower than the 30 fps source
@@ -20,9 +20,9 @@ SLOW_ENCODE = 0.05  # seconds per video frame: 20 fps, slower than the 30 fps so
 def slow_video_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     real = _worker.RecordingWorker._encode_video
 
-    def slow(self: _worker.RecordingWorker, track: object, item: object) -> object:
+    def slow(self: _worker.RecordingWorker, track: object, item: object, at: float) -> object:
         time.sleep(SLOW_ENCODE)  # on the worker thread: an encoder that cannot keep up
-        return real(self, track, item)  # type: ignore[arg-type]
+        return real(self, track, item, at)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_worker.RecordingWorker, "_encode_video", slow)
 
@@ -42,7 +42,7 @@ async def test_live_video_is_dropped_at_the_input_and_counted_audio_never(slow_v
     assert audio.frames_encoded == audio.frames_in == 100
     # The queue never held more than its bound of video frames plus the audio in flight
     # (20 ms frames while the worker encodes a batch); unbounded, 20 more video frames.
-    assert max(depths) <= _session.VIDEO_QUEUE + 30
+    assert max(depths) <= _handoff.VIDEO_QUEUE_FRAMES + 30
 
 
 async def test_a_source_that_is_not_live_is_slowed_down_not_dropped(slow_video_encoder: None) -> None:
@@ -56,7 +56,7 @@ async def test_a_source_that_is_not_live_is_slowed_down_not_dropped(slow_video_e
     assert video.frames_dropped == 0
     assert video.frames_encoded == video.frames_in == 30
     assert audio.frames_encoded == audio.frames_in == 50
-    assert max(depths) <= _session.VIDEO_QUEUE + _session.AUDIO_QUEUE
+    assert max(depths) <= _handoff.VIDEO_QUEUE_FRAMES + 250
 
 
 @pytest.fixture
@@ -99,6 +99,6 @@ async def test_a_slow_codec_setting_under_a_live_source_drops_counted_frames_wit
     assert video.frames_encoded + video.frames_dropped == video.frames_in == 90
     assert audio.frames_dropped == 0
     assert audio.frames_encoded == audio.frames_in == 150
-    assert max(depths) <= _session.VIDEO_QUEUE + 30
+    assert max(depths) <= _handoff.VIDEO_QUEUE_FRAMES + 30
     # Memory stays flat: the backlog is bounded, whatever the encoder's speed.
     assert max(rss) - rss[0] < 64 * 1024 * 1024

@@ -269,19 +269,19 @@ async def test_a_recorder_can_record_again_after_stop() -> None:
 
 
 async def test_encoder_failure_reports_encoding_error_then_data_then_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    from asyncrec import _worker
+    from asyncrec import _chunks
 
-    real_write = _worker._Sink.write
+    real_write = _chunks.WriteOnlySink.write
     written = 0
 
-    def failing_write(self: _worker._Sink, data: bytes) -> int:
+    def failing_write(self: _chunks.WriteOnlySink, data: bytes) -> int:
         nonlocal written
         if written > 2000:
             raise OSError(28, "No space left on device")
         written += len(data)
         return real_write(self, data)
 
-    monkeypatch.setattr(_worker._Sink, "write", failing_write)
+    monkeypatch.setattr(_chunks.WriteOnlySink, "write", failing_write)
     recorder = MediaRecorder(make_stream(duration=2.0))
     log = EventLog(recorder)
     recorder.start()
@@ -330,7 +330,7 @@ async def test_pyav_work_runs_on_the_worker_thread(monkeypatch: pytest.MonkeyPat
     from asyncrec import _worker
 
     threads: set[int] = set()
-    for name in ("_open_container", "_encode", "_mux", "_finish"):
+    for name in ("_open", "_encode", "_mux", "_finish"):
         real = getattr(_worker.RecordingWorker, name)
 
         def spy(self, *args, _real=real, **kwargs):  # type: ignore[no-untyped-def]

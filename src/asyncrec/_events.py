@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
-from ._errors import AsyncrecError
+from ._errors import AsyncrecError, SinkError
 
-logger = logging.getLogger("asyncrec")
+logger = logging.getLogger(__name__)
 
 EVENT_TYPES = ("start", "stop", "dataavailable", "pause", "resume", "error")
 
@@ -173,6 +173,9 @@ class EventDispatcher:
         self._iterators: weakref.WeakSet[ChunkIterator] = weakref.WeakSet()
         self._queued_bytes = 0
         self._closed = False
+        #: Called with the SinkError a ``dataavailable`` handler raised (the recorder
+        #: stops the recording); other handler exceptions are only logged.
+        self.on_sink_error: Callable[[SinkError], None] | None = None
 
     # -- handlers -------------------------------------------------------------------------
     def add(self, type: str, handler: Handler) -> None:  # noqa: A002
@@ -296,11 +299,15 @@ class EventDispatcher:
             handler = listener.handler if isinstance(listener, _AttributeHandler) else listener
             if handler is None:
                 continue
-            await _call_handler(handler, event)
+            failure = await _call_handler(handler, event)
+            if failure is not None and self.on_sink_error is not None:
+                self.on_sink_error(failure)
 
 
-async def _call_handler(handler: Handler, event: Event) -> None:
-    """Run one handler; its exception is logged, never raised (the recording goes on)."""
+async def _call_handler(handler: Handler, event: Event) -> SinkError | None:
+    """Run one handler; its exception is logged, never raised (the recording goes on),
+    except a SinkError from a ``dataavailable`` handler, which is returned: a sink that
+    cannot write ends the recording with an error rather than losing chunks quietly."""
     try:
         result = handler(event)
         if inspect.isawaitable(result):
@@ -310,5 +317,12 @@ async def _call_handler(handler: Handler, event: Event) -> None:
         if task is not None and task.cancelling():
             raise exc
         logger.error("%s handler %r was cancelled", event.type, handler)
+    except SinkError as exc:
+        if event.type != "dataavailable":
+            logger.exception("%s handler %r raised", event.type, handler)
+            return None
+        logger.debug("%s handler %r failed: %s", event.type, handler, exc)
+        return exc
     except Exception:
         logger.exception("%s handler %r raised", event.type, handler)
+    return None

@@ -1,13 +1,14 @@
-"""The bounded hand-off between the track readers (event loop) and a recording's worker thread.
+"""The bounded hand-off between a recording's track inputs (event loop) and its worker thread.
 
-Overflow policy, per track:
+Bounds are in bytes of frame data, per track. Overflow policy:
 
-* live video: the oldest queued frame of that track is dropped (and counted) to make room,
-  so latency and memory stay bounded when the encoder falls behind;
-* audio, and video from sources that are not live: the reader waits for room, which
-  slows the source down; nothing is dropped.
+* video of a source running at real time: the oldest queued frame of that track that may
+  be dropped is dropped (and counted) to make room, so latency and memory stay bounded
+  when the encoder falls behind;
+* audio, and video of sources that are not at real time (faster, slower, or without
+  timestamps): the input waits for room, which holds the source back; nothing is dropped.
 
-Control items (cut, pause, resume, stop) are never refused and keep their place in the
+Control messages (cut, pause, resume, stop) are never refused and keep their place in the
 order. The worker takes everything queued at once, so each wake-up is one lock round and
 at most one ``call_soon_threadsafe`` back to the loop.
 """
@@ -19,38 +20,75 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+import av
+
+#: Per track, bytes of video frames waiting for the worker (about 11 frames of 720p),
+#: and at most this many frames whatever their size (latency).
+VIDEO_QUEUE_BYTES = 16 * 1024 * 1024
+VIDEO_QUEUE_FRAMES = 8
+#: Per track, bytes of audio waiting for the worker (about 40 s of 48 kHz stereo s16).
+AUDIO_QUEUE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
 class FrameItem:
-    """A frame and its time on the recording's clock (seconds)."""
+    """A frame and its place on the recording's clock."""
 
     track: int
-    frame: Any
+    frame: av.VideoFrame | av.AudioFrame
+    #: Media time (s) on the recording's clock.
     time: float
+    #: When it arrived (monotonic s): the worker drops real-time video gone stale.
+    arrival: float
+    nbytes: int
+    #: Its source runs at real time (the worker then also cuts chunks by the wall clock).
+    realtime: bool
+    #: Real-time video: may be dropped when the encoder falls behind.
+    droppable: bool
     #: Record black or silence in its place (the track is not enabled).
     blank: bool = False
 
 
-@dataclass(slots=True)
-class ControlItem:
-    """A command for the worker: ``cut`` (with a request id), ``pause``, ``resume``, ``stop``."""
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """requestData(): deliver everything gathered so far, answering ``request``."""
 
-    command: str
-    arg: int = 0
+    request: int
 
 
-Item = FrameItem | ControlItem
+@dataclass(frozen=True, slots=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Finish the recording. ``video_end``: where the video ends on the recording's clock
+    (s), so audio that went quiet before it is padded up to it; None without video."""
+
+    video_end: float | None
+
+
+Control = Cut | Pause | Resume | Stop
+Item = FrameItem | Control
 
 
 class HandOff:
-    """A thread-safe queue with a bound per track (see the module docstring)."""
+    """A thread-safe queue bounded in bytes per track (see the module docstring)."""
 
-    def __init__(self, capacities: list[int], loop: asyncio.AbstractEventLoop) -> None:
-        self._capacities = capacities
-        self._counts = [0] * len(capacities)
+    def __init__(self, kinds: list[str], loop: asyncio.AbstractEventLoop) -> None:
+        self._limits = [VIDEO_QUEUE_BYTES if kind == "video" else AUDIO_QUEUE_BYTES for kind in kinds]
+        self._max_frames = [VIDEO_QUEUE_FRAMES if kind == "video" else 0 for kind in kinds]
+        self._bytes = [0] * len(kinds)
+        self._frames = [0] * len(kinds)
         self._items: deque[Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._loop = loop
@@ -63,55 +101,67 @@ class HandOff:
         """Items waiting for the worker."""
         return len(self._items)
 
-    def offer(self, item: FrameItem) -> FrameItem | None:
-        """Queue ``item``, dropping the oldest frame of its track if full; returns the dropped one."""
-        dropped: FrameItem | None = None
+    def queued_bytes(self) -> int:
+        """Bytes of frames waiting for the worker."""
+        return sum(self._bytes)
+
+    def _full(self, track: int, nbytes: int) -> bool:
+        if self._closed or self._frames[track] == 0:
+            return False  # one frame always fits, whatever its size
+        limit = self._max_frames[track]
+        return self._bytes[track] + nbytes > self._limits[track] or (limit > 0 and self._frames[track] >= limit)
+
+    def offer(self, item: FrameItem) -> int:
+        """Queue ``item``, dropping the oldest droppable frames of its track while full;
+        returns how many were dropped. Never waits."""
+        dropped = 0
         with self._cond:
-            if self._counts[item.track] >= self._capacities[item.track]:
-                for queued in self._items:
-                    if isinstance(queued, FrameItem) and queued.track == item.track:
-                        dropped = queued
-                        break
-                if dropped is not None:
-                    self._items.remove(dropped)
-                    self._counts[item.track] -= 1
-            self._items.append(item)
-            self._counts[item.track] += 1
-            self._cond.notify()
+            while self._full(item.track, item.nbytes):
+                oldest = next(
+                    (q for q in self._items if isinstance(q, FrameItem) and q.track == item.track and q.droppable),
+                    None,
+                )
+                if oldest is None:
+                    break  # only frames that must not be dropped: the bound gives way
+                self._items.remove(oldest)
+                self._account(oldest, -1)
+                dropped += 1
+            self._append(item)
         return dropped
 
-    async def put(self, item: FrameItem) -> None:
-        """Queue ``item``, waiting while its track's queue is full.
-
-        Cancelling the wait leaves the queue as it was (the item is not queued).
-        """
-        while True:
-            with self._cond:
-                if self._closed or self._counts[item.track] < self._capacities[item.track]:
-                    self._items.append(item)
-                    self._counts[item.track] += 1
-                    self._cond.notify()
-                    return
-                waiter = self._loop.create_future()
-                self._room.append(waiter)
-                self._room_wanted = True
-            try:
-                await waiter
-            finally:
-                if waiter in self._room:
-                    self._room.remove(waiter)
-
-    def control(self, command: str, arg: int = 0) -> None:
-        """Queue a command for the worker; never refused, never blocks."""
+    def room(self, item: FrameItem) -> asyncio.Future[None] | None:
+        """Queue ``item`` if its track has room and return None; else return a future
+        that completes when the worker has taken items (then offer it again)."""
         with self._cond:
-            self._items.append(ControlItem(command, arg))
+            if not self._full(item.track, item.nbytes):
+                self._append(item)
+                return None
+            waiter = self._loop.create_future()
+            self._room.append(waiter)
+            self._room_wanted = True
+            return waiter
+
+    def control(self, message: Control) -> None:
+        """Queue a message for the worker; never refused, never blocks."""
+        with self._cond:
+            self._items.append(message)
             self._cond.notify()
 
     def close(self) -> None:
-        """Stop bounding (the worker is gone); wake every waiting reader."""
+        """Stop bounding (the recording is ending: everything received gets in); wake
+        every waiting input."""
         with self._cond:
             self._closed = True
         self._wake_room()
+
+    def _append(self, item: FrameItem) -> None:
+        self._items.append(item)
+        self._account(item, 1)
+        self._cond.notify()
+
+    def _account(self, item: FrameItem, sign: int) -> None:
+        self._bytes[item.track] += sign * item.nbytes
+        self._frames[item.track] += sign
 
     def _wake_room(self) -> None:
         waiters, self._room = self._room, []
@@ -130,14 +180,15 @@ class HandOff:
                     self._cond.wait(timeout)
             items = list(self._items)
             self._items.clear()
-            self._counts = [0] * len(self._capacities)
+            self._bytes = [0] * len(self._bytes)
+            self._frames = [0] * len(self._frames)
             wake = self._room_wanted
             self._room_wanted = False
         if wake:
             self._call_loop(self._wake_room)
         return items
 
-    def _call_loop(self, callback: Any) -> None:
+    def _call_loop(self, callback: Callable[[], None]) -> None:
         # A closed loop has nobody waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback)

@@ -12,16 +12,17 @@ import itertools
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from ._container import WorkerSettings
 from ._errors import (
     AsyncrecError,
     InvalidModificationError,
     InvalidStateError,
     NotSupportedError,
     QuotaExceededError,
+    SinkError,
 )
 from ._events import BlobEvent, ChunkIterator, Completion, ErrorEvent, Event, EventDispatcher, Handler
 from ._formats import (
@@ -32,11 +33,9 @@ from ._formats import (
     resolve_format,
     split_bits_per_second,
 )
-from ._handoff import monotonic
-from ._session import Session
+from ._recording import Recording
 from ._stats import RecorderStatistics
 from ._stream import MediaStream, Track
-from ._worker import Chunk, WorkerSettings
 
 RecordingState = Literal["inactive", "recording", "paused"]
 BitrateMode = Literal["constant", "variable"]
@@ -133,14 +132,15 @@ class MediaRecorder:
         self._audio_bitrate_mode: BitrateMode = audioBitrateMode
 
         self._dispatcher = EventDispatcher()
-        self._session: Session | None = None  # the session state applies to
-        self._sessions: list[Session] = []  # every session not yet finished
-        self._done: dict[Session, asyncio.Future[None]] = {}
-        self._dispatching: Session | None = None  # whose events reach handlers now
-        self._held: deque[tuple[Session, Event, Callable[[], None] | None, asyncio.Future[None]]] = deque()
-        self._requests: dict[int, asyncio.Future[None]] = {}
+        self._dispatcher.on_sink_error = self._sink_failed
+        self._recording: Recording | None = None  # the recording state applies to
+        #: Every recording whose events are not all dispatched yet, oldest first: only
+        #: the oldest one's events reach the dispatcher, so recordings never interleave.
+        self._recordings: deque[Recording] = deque()
+        self._last_queued: asyncio.Future[None] | None = None
+        self._pump_waiting = False
         self._request_ids = itertools.count(1)
-        self._last_session: Session | None = None
+        self._last_recording: Recording | None = None
 
     def __repr__(self) -> str:
         return f"<MediaRecorder {self._state} {self._mime_type or '(default type)'}>"
@@ -230,7 +230,7 @@ class MediaRecorder:
                 the ``mimeType``, or both key-frame interval options are set.
             RuntimeError: no event loop is running.
         """
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()
         if self._state != "inactive":
             raise InvalidStateError(f"start() while {self._state}")
         seconds: float | None = None
@@ -265,20 +265,19 @@ class MediaRecorder:
             key_frame_interval=None if self._key_frame_duration is None else self._key_frame_duration / 1000,
             key_frame_count=self._key_frame_count,
         )
-        session = Session(self, fmt, tracks, settings)
+        recording = Recording(self, fmt, tracks, settings)
         self._state = "recording"
         self._mime_type = self._constrained_mime
-        self._session = self._last_session = session
-        self._sessions.append(session)
-        self._done[session] = loop.create_future()
+        self._recording = self._last_recording = recording
+        self._recordings.append(recording)
         self._stream._add_listener(self._on_track_set)
         self._dispatcher.reopen()
-        session.start()
+        recording.start()
 
         def set_mime_type() -> None:
             self._mime_type = fmt.mime_type
 
-        return self._completion(self._emit(session, Event("start"), set_mime_type))
+        return self._completion(recording.emit(Event("start"), set_mime_type))
 
     def stop(self) -> Completion:
         """Stop recording: the final ``"dataavailable"``, then ``"stop"``.
@@ -288,12 +287,12 @@ class MediaRecorder:
         cancelling a wait on it does not cancel the stop. On an inactive recorder this
         does nothing, never raises, and the awaitable is already complete.
         """
-        session = self._session
-        if self._state == "inactive" or session is None:
+        recording = self._recording
+        if self._state == "inactive" or recording is None:
             return Completion(None)
         self._inactivate()
-        session.stop()
-        return self._completion(self._done[session])
+        recording.stop()
+        return self._completion(recording.done)
 
     def pause(self) -> Completion:
         """Pause: frames are not recorded, and the paused time is left out of the media.
@@ -304,12 +303,12 @@ class MediaRecorder:
         Raises:
             InvalidStateError: the recorder is inactive.
         """
-        session = self._active_session("pause")
+        recording = self._active_recording("pause")
         if self._state == "paused":
             return Completion(None)
         self._state = "paused"
-        session.pause()
-        return self._completion(self._emit(session, Event("pause")))
+        recording.pause()
+        return self._completion(recording.emit(Event("pause")))
 
     def resume(self) -> Completion:
         """Resume a paused recording.
@@ -320,12 +319,12 @@ class MediaRecorder:
         Raises:
             InvalidStateError: the recorder is inactive.
         """
-        session = self._active_session("resume")
+        recording = self._active_recording("resume")
         if self._state == "recording":
             return Completion(None)
         self._state = "recording"
-        session.resume()
-        return self._completion(self._emit(session, Event("resume")))
+        recording.resume()
+        return self._completion(recording.emit(Event("resume")))
 
     def requestData(self) -> Completion:  # noqa: N802 - W3C spelling
         """Deliver everything gathered so far in a ``"dataavailable"`` now.
@@ -339,27 +338,25 @@ class MediaRecorder:
         Raises:
             InvalidStateError: the recorder is inactive.
         """
-        session = self._active_session("requestData")
-        request = next(self._request_ids)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._requests[request] = fut
-        session.request_data(request)
-        return self._completion(fut)
+        recording = self._active_recording("requestData")
+        return self._completion(recording.request_data(next(self._request_ids)))
 
     def statistics(self) -> RecorderStatistics:
         """A snapshot of the current (or last) recording's counters."""
-        session = self._last_session
+        recording = self._last_recording
+        if recording is None:
+            return RecorderStatistics(self._state, (), 0, 0, 0, self._dispatcher.pending, 0, 0.0, 0.0, None)
         return RecorderStatistics(
             state=self._state,
-            tracks=() if session is None else session.track_statistics(),
-            chunks_out=0 if session is None else session.chunks_out,
-            bytes_out=0 if session is None else session.bytes_out,
-            queue_depth=0 if session is None else session.queue_depth,
-            pending_events=self._dispatcher.pending + len(self._held),
+            tracks=recording.track_statistics(),
+            chunks_out=recording.chunks_out,
+            bytes_out=recording.bytes_out,
+            queue_depth=recording.queue_depth,
+            pending_events=self._dispatcher.pending + sum(len(r.slots) for r in self._recordings),
             iterator_backlog=self._dispatcher.iterator_backlog,
-            encoder_busy_time=0.0 if session is None else session.encoder_busy_time,
-            recorded_time=0.0 if session is None else session.timeline.elapsed(monotonic()),
-            av_offset=None if session is None else session.av_offset,
+            encoder_busy_time=recording.counters.busy,
+            recorded_time=recording.counters.media_time,
+            av_offset=recording.counters.av_offset,
         )
 
     async def aclose(self) -> None:
@@ -373,8 +370,8 @@ class MediaRecorder:
         cancelled: asyncio.CancelledError | None = None
         while True:
             try:
-                while self._sessions:
-                    await asyncio.shield(self._done[self._sessions[0]])
+                while self._recordings:
+                    await asyncio.shield(self._recordings[0].done)
                 await self._dispatcher.idle()
                 break
             except asyncio.CancelledError as exc:
@@ -400,17 +397,17 @@ class MediaRecorder:
         await self.aclose()
 
     def __del__(self) -> None:
-        sessions = getattr(self, "_sessions", None)
-        if sessions:
-            for session in sessions:
-                session.abandon()  # the worker finishes the file and exits
+        recordings = getattr(self, "_recordings", None)
+        if recordings:
+            for recording in recordings:
+                recording.abandon()  # the worker finishes the file and exits
             warnings.warn(f"{self!r} was not stopped before it was dropped", ResourceWarning, stacklevel=1)
 
     # -- internals ----------------------------------------------------------------------------
-    def _active_session(self, method: str) -> Session:
-        if self._state == "inactive" or self._session is None:
+    def _active_recording(self, method: str) -> Recording:
+        if self._state == "inactive" or self._recording is None:
             raise InvalidStateError(f"{method}() while inactive")
-        return self._session
+        return self._recording
 
     def _completion(self, fut: asyncio.Future[None]) -> Completion:
         return Completion(fut, self._dispatcher)
@@ -422,73 +419,88 @@ class MediaRecorder:
         if self._constrained_bps is not None:
             self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
 
-    def _emit(self, session: Session, event: Event, before: Callable[[], None] | None = None) -> asyncio.Future[None]:
-        """Queue ``event``; a session's events wait until the previous session's ``stop``."""
-        if self._dispatching is None:
-            self._dispatching = session
-        if session is self._dispatching:
-            return self._dispatcher.queue(event, before)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._held.append((session, event, before, fut))
-        return fut
+    def _pump(self) -> None:
+        """Move ready events of the oldest recording to the dispatcher, in order; the next
+        recording's events follow once its ``stop`` is queued."""
+        while self._recordings:
+            head = self._recordings[0]
+            while head.slots and head.slots[0].event is not None:
+                slot = head.slots[0]
+                assert slot.event is not None
+                if slot.event.type == "stop" and self._last_queued is not None and not self._last_queued.done():
+                    # Every event before "stop" is delivered first, so an error that a
+                    # sink raises on the final chunk still comes before "stop".
+                    if not self._pump_waiting:
+                        self._pump_waiting = True
+                        self._last_queued.add_done_callback(self._pump_again)
+                    return
+                head.slots.popleft()
+                queued = self._last_queued = self._dispatcher.queue(slot.event, slot.before)
+                _chain(queued, slot.done)
+                if isinstance(slot.event, BlobEvent):
+                    self._check_backlog(head)
+                if slot.event.type == "stop":
+                    head.stop_queued = True
+                    break
+            if not head.stop_queued:
+                return
+            self._recordings.popleft()
 
-    def _release_held(self) -> None:
-        held, self._held = self._held, deque()
-        for session, event, before, fut in held:
-            _chain(self._emit(session, event, before), fut)
+    def _pump_again(self, _: object) -> None:
+        self._pump_waiting = False
+        self._pump()
 
-    def _on_track_set(self, change: str, track: Track) -> None:
-        session = self._session
-        if session is not None and self._state != "inactive":
-            # As a queued task, so a stop() in the same turn wins (no error then).
-            asyncio.get_running_loop().call_soon(self._track_set_changed, session, change)
-
-    def _track_set_changed(self, session: Session, change: str) -> None:
-        if self._session is not session or self._state == "inactive":
-            return
-        self._inactivate()
-        what = "added to" if change == "addtrack" else "removed from"
-        self._emit(session, ErrorEvent("error", InvalidModificationError(f"a track was {what} the stream")))
-        session.stop()
-
-    # SessionOwner: what a session reports, on the loop.
-    def _session_chunk(self, session: Session, chunk: Chunk) -> None:
-        delivered = self._emit(session, BlobEvent("dataavailable", chunk.data, chunk.timecode))
-        if chunk.request is not None:
-            fut = self._requests.pop(chunk.request, None)
-            if fut is not None:
-                _chain(delivered, fut)
+    def _check_backlog(self, recording: Recording) -> None:
         backlog = self._dispatcher.undelivered_bytes
-        if backlog > self.max_undelivered_bytes and self._session is session and self._state != "inactive":
+        if backlog > self.max_undelivered_bytes and self._recording is recording and self._state != "inactive":
             # A stalled consumer: stop gathering rather than drop data or grow without bound.
-            self._session_failed(
-                session,
+            self._recording_failed(
+                recording,
                 QuotaExceededError(f"{backlog} bytes of chunks not taken by handlers or iterators; recording stopped"),
             )
 
-    def _session_failed(self, session: Session, error: AsyncrecError) -> None:
-        if self._session is session and self._state != "inactive":
+    def _on_track_set(self, change: str, track: Track) -> None:
+        recording = self._recording
+        if recording is not None and self._state != "inactive":
+            # As a queued task, so a stop() in the same turn wins (no error then).
+            asyncio.get_running_loop().call_soon(self._track_set_changed, recording, change)
+
+    def _track_set_changed(self, recording: Recording, change: str) -> None:
+        if self._recording is not recording or self._state == "inactive":
+            return
+        what = "added to" if change == "addtrack" else "removed from"
+        self._recording_failed(recording, InvalidModificationError(f"a track was {what} the stream"))
+
+    def _sink_failed(self, error: SinkError) -> None:
+        """A ``dataavailable`` handler raised SinkError: the recording whose chunk it was
+        (the oldest, whose events are being dispatched) stops with that error."""
+        if self._recordings:
+            self._recording_failed(self._recordings[0], error)
+
+    # RecordingOwner: what a recording reports, on the loop.
+    def _recording_ready(self, recording: Recording) -> None:
+        self._pump()
+
+    def _recording_failed(self, recording: Recording, error: AsyncrecError) -> None:
+        if recording.failed:
+            return  # the first error is the one reported
+        recording.failed = True
+        if self._recording is recording and self._state != "inactive":
             self._inactivate()
-        self._emit(session, ErrorEvent("error", error))
-        session.stop()
+        recording.emit_error(ErrorEvent("error", error))
+        recording.stop()
 
-    def _session_tracks_ended(self, session: Session) -> None:
-        if self._session is session and self._state != "inactive":
+    def _recording_tracks_ended(self, recording: Recording) -> None:
+        if self._recording is recording and self._state != "inactive":
             self._inactivate()
-            session.stop()
+        recording.stop()
 
-    def _session_finished(self, session: Session) -> None:
-        stopped = self._emit(session, Event("stop"))
-        _chain(stopped, self._done[session])
-        stopped.add_done_callback(lambda _: self._forget(session))
-        if self._session is session:
-            self._session = None
-        self._dispatching = None
-        self._release_held()
-
-    def _forget(self, session: Session) -> None:
-        self._sessions.remove(session)
-        self._done.pop(session, None)
+    def _recording_finished(self, recording: Recording) -> None:
+        # However the recording ended, the recorder is inactive when "stop" arrives.
+        if self._recording is recording:
+            if self._state != "inactive":
+                self._inactivate()
+            self._recording = None
 
 
 def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import io
+import logging
 import os
+import stat
+from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, TypeVar
 
+from ._errors import SinkError
 from ._events import BlobEvent
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class FileSink:
@@ -19,38 +30,78 @@ class FileSink:
         async with FileSink("out.webm") as sink:
             recorder.ondataavailable = sink.write
             ...
+
+    A failure (disk full, permission, a missing directory...) raises :class:`SinkError`
+    naming the path, with the ``OSError`` as its cause; a recorder whose
+    ``dataavailable`` handler raises it stops with an ``"error"`` event. The sink then
+    stays failed: later writes raise the same error at once without touching the disk,
+    and the file keeps exactly the chunks written before (``bytes_written`` bytes).
+
+    A sink is used once: after :meth:`aclose`, ``open`` and ``write`` raise SinkError
+    (reopening would truncate the recording).
+
+    Cancelling a call stops the wait at once, but an operation already handed to its
+    thread cannot be interrupted: it completes, and the next call waits for it, so
+    operations never overlap and chunks stay whole and in order.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._file: BinaryIO | None = None
-        #: Bytes written so far.
+        self._file: io.FileIO | None = None
+        self._error: SinkError | None = None
+        self._closed = False
+        # The thread operation in progress, kept past a cancelled caller (see _call).
+        self._busy: asyncio.Future[Any] | None = None
+        #: Bytes written so far (whole chunks only).
         self.bytes_written = 0
 
+    @property
+    def error(self) -> SinkError | None:
+        """The failure that ended this sink, or None while it works."""
+        return self._error
+
     async def open(self) -> None:
-        """Create (or truncate) the file. Raises OSError as ``open()`` does."""
-        if self._file is None:
-            self._file = await asyncio.to_thread(open, self.path, "wb")
+        """Create (or truncate) the file; does nothing if it is open already.
+
+        Raises:
+            SinkError: the file cannot be created (from the ``OSError``; the sink is then
+                failed), the sink failed before, or it is closed.
+
+        Cancelling stops the wait; an open already on its thread still completes.
+        """
+        self._check()
+        await self._call(self._open)
 
     async def write(self, chunk: BlobEvent | bytes) -> None:
         """Append a chunk (a ``BlobEvent`` or bytes), opening the file first if needed.
 
-        Raises OSError when the write fails. Cancelling waits for nothing: the write
-        already handed to the thread completes.
+        The chunk reaches the OS before this returns, so a full disk fails the write of
+        the chunk that does not fit, not a later one or the close.
+
+        Raises:
+            SinkError: the open or the write failed (from the ``OSError``; a partly
+                written chunk is cut off the file, which keeps the whole chunks before
+                it), the sink failed before (the same error, at once), or it is closed.
+
+        Cancelling stops the wait; a chunk already on its thread is still written whole
+        (and counted) before any later call runs.
         """
         data = chunk.data if isinstance(chunk, BlobEvent) else chunk
-        if self._file is None:
-            await self.open()
-        assert self._file is not None
-        if data:
-            await asyncio.to_thread(self._file.write, data)
-            self.bytes_written += len(data)
+        self._check()
+        await self._call(functools.partial(self._write, data))
 
     async def aclose(self) -> None:
-        """Flush and close the file; idempotent."""
-        file, self._file = self._file, None
-        if file is not None:
-            await asyncio.to_thread(file.close)
+        """Close the file; idempotent.
+
+        After a failure it closes the file without raising again: that failure was
+        reported by the call that met it.
+
+        Raises:
+            SinkError: closing failed (from the ``OSError``) and nothing failed before.
+
+        Cancelling stops the wait; the file is closed all the same.
+        """
+        await self._call(self._close)
 
     async def __aenter__(self) -> FileSink:
         await self.open()
@@ -60,3 +111,76 @@ class FileSink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    # -- on the event loop -------------------------------------------------------------------
+    async def _call(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation`` on a thread, after the previous one has finished."""
+        # A thread cannot be stopped: an operation whose caller was cancelled goes on,
+        # so the next one waits for it rather than write or close beside it.
+        while self._busy is not None:
+            await asyncio.wait([self._busy])
+        busy = asyncio.ensure_future(asyncio.to_thread(operation))
+        self._busy = busy
+        busy.add_done_callback(self._finished)
+        return await asyncio.shield(busy)
+
+    def _finished(self, busy: asyncio.Future[Any]) -> None:
+        if self._busy is busy:
+            self._busy = None
+        if not busy.cancelled():
+            # Mark it retrieved: a cancelled caller no longer awaits it, and a failure is
+            # kept in self._error for the next call anyway.
+            busy.exception()
+
+    # -- on the thread (and _check on either) ------------------------------------------------
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise SinkError(self.path, "the sink is closed")
+
+    def _fail(self, exc: OSError) -> SinkError:
+        self._error = SinkError(self.path, exc.strerror or str(exc))
+        return self._error
+
+    def _open(self) -> io.FileIO:
+        self._check()
+        if self._file is None:
+            try:
+                # Unbuffered: each chunk goes to the OS in its own write, so its error is
+                # its own, and nothing is left in a buffer to fail (or land late) at close.
+                self._file = io.FileIO(self.path, "wb")
+            except OSError as exc:
+                raise self._fail(exc) from exc
+        return self._file
+
+    def _write(self, data: bytes) -> None:
+        file = self._open()
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[file.write(view) :]  # a short write (disk nearly full) goes on
+        except OSError as exc:
+            self._cut_partial_chunk(file)
+            raise self._fail(exc) from exc
+        self.bytes_written += len(data)
+
+    def _cut_partial_chunk(self, file: io.FileIO) -> None:
+        # A torn chunk at the end could make the tail undecodable; the whole chunks before
+        # it stay valid. Devices and pipes cannot be (and need not be) truncated.
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                os.ftruncate(file.fileno(), self.bytes_written)
+
+    def _close(self) -> None:
+        file, self._file = self._file, None
+        self._closed = True
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError as exc:
+            if self._error is not None:
+                logger.debug("closing %s after %s: %s", self.path, self._error, exc)
+                return
+            raise self._fail(exc) from exc

@@ -1,4 +1,14 @@
-"""Video helpers for the worker: picture size, encoder threads, letterboxing."""
+"""The video path of the worker: the picture size, encoder threads, and the filter graph
+that turns any frame into one the encoder takes, with the recording's timestamp.
+
+Frames belong to their senders (aiortc's ``MediaRelay`` hands one frame object to every
+subscriber, on other threads): the path never writes into them. Each frame goes through
+an FFmpeg filter graph (``buffer`` → [``scale`` + ``pad``] → ``format`` →
+``buffersink``), whose output is a new frame of our own that references the sender's
+picture when nothing needs converting (no copy), and the timestamp and picture type are
+set on that one. The graph also does the conversion to the encoder's pixel format and the
+letterboxing of frames of another size, both with the GIL released.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,9 @@ import itertools
 import os
 import threading
 from fractions import Fraction
-from typing import Any
 
 import av
+from av.video.stream import VideoStream
 
 from ._formats import CodecSpec
 
@@ -40,41 +50,50 @@ def recording_size(spec: CodecSpec, width: int, height: int) -> tuple[int, int]:
     return (max(spec.min_size, width + width % 2), max(spec.min_size, height + height % 2))
 
 
-class Fitter:
-    """Scales a frame of another size into the recording's picture, aspect ratio kept,
-    black bars around it, as browsers do when a track changes size. An FFmpeg filter
-    graph (it releases the GIL), rebuilt when the input size or format changes."""
+class VideoPath:
+    """Our own frame for each of a track's frames, in the recording's size and pixel
+    format (see the module docstring). A graph is built per input size and format."""
 
-    def __init__(self, width: int, height: int, pix_fmt: str) -> None:
-        self._size = (width, height)
-        self._pix_fmt = pix_fmt
+    def __init__(self, stream: VideoStream) -> None:
+        ctx = stream.codec_context
+        self._size = (ctx.width, ctx.height)
+        self._pix_fmt = ctx.pix_fmt or "yuv420p"
         self._key: tuple[int, int, str] | None = None
-        self._graph: Any = None
+        self._graph: av.filter.Graph | None = None
 
-    def fit(self, frame: av.VideoFrame) -> av.VideoFrame:
+    def own(self, frame: av.VideoFrame, pts: int, key_frame: bool) -> av.VideoFrame:
+        """Our frame for ``frame`` (read-only), stamped ``pts`` (ms)."""
         key = (frame.width, frame.height, frame.format.name)
-        if key != self._key:
+        if key != self._key or self._graph is None:
             self._graph = self._build(frame)
             self._key = key
         self._graph.push(frame)
-        out: av.VideoFrame = self._graph.pull()
+        out = self._graph.pull()
+        assert isinstance(out, av.VideoFrame)
+        out.pts = pts
+        out.time_base = VIDEO_TIME_BASE
+        out.pict_type = av.video.frame.PictureType.I if key_frame else av.video.frame.PictureType.NONE
         return out
 
-    def _build(self, frame: av.VideoFrame) -> Any:
+    def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
         width, height = self._size
-        # The picture inside the bars: as large as fits, aspect ratio kept, even, and at
-        # least 2x2 however thin the source (641x1 would otherwise scale to nothing).
-        factor = min(width / frame.width, height / frame.height)
-        inner_w = min(width, max(2, round(frame.width * factor / 2) * 2))
-        inner_h = min(height, max(2, round(frame.height * factor / 2) * 2))
         graph = av.filter.Graph()
         chain = [
-            graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=VIDEO_TIME_BASE),
-            graph.add("scale", f"w={inner_w}:h={inner_h}"),
-            graph.add("pad", f"w={width}:h={height}:x=(ow-iw)/2:y=(oh-ih)/2:color=black"),
-            graph.add("format", self._pix_fmt),
-            graph.add("buffersink"),
+            graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=VIDEO_TIME_BASE)
         ]
+        if (frame.width, frame.height) != self._size:
+            # The picture inside the bars: as large as fits, aspect ratio kept, even, and
+            # at least 2x2 however thin the source (641x1 would otherwise scale to nothing).
+            factor = min(width / frame.width, height / frame.height)
+            inner_w = min(width, max(2, round(frame.width * factor / 2) * 2))
+            inner_h = min(height, max(2, round(frame.height * factor / 2) * 2))
+            chain.append(graph.add("scale", f"w={inner_w}:h={inner_h}"))
+            chain.append(graph.add("pad", f"w={width}:h={height}:x=(ow-iw)/2:y=(oh-ih)/2:color=black"))
+        if frame.format.name.startswith("yuvj"):
+            # Full-range ("JPEG") YUV: the format filter would only relabel it.
+            chain.append(graph.add("scale", "in_range=full:out_range=limited"))
+        chain.append(graph.add("format", self._pix_fmt))
+        chain.append(graph.add("buffersink"))
         for upstream, downstream in itertools.pairwise(chain):
             upstream.link_to(downstream)
         graph.configure()

@@ -1,85 +1,58 @@
-"""The recording worker: the only code that touches PyAV's encoders and muxer.
+"""The recording worker: the thread that owns one recording's encoders and muxer.
 
-One thread per recording owns the container, its streams, the audio converter and the
-sink, so PyAV objects are only ever used from one thread (they are not thread-safe) and
-calls stay ordered. The thread takes everything the readers queued at once, encodes and
-muxes it (PyAV releases the GIL inside codecs, scalers and the muxer), and hands what it
-produced back to the loop in one ``call_soon_threadsafe`` per batch.
+One thread per recording owns the container, its streams, the video and audio paths and
+the chunk cutter, so PyAV objects are only ever used from one thread (they are not
+thread-safe) and calls stay ordered. The thread takes everything the inputs queued at
+once, encodes and muxes it (PyAV releases the GIL inside codecs, filters and the muxer),
+and hands what it produced back to the loop in one ``call_soon_threadsafe`` per batch.
 
-Chunks follow the muxer's own rhythm: the muxer writes into a write-only sink, and bytes
-leave the sink only between two ``mux`` calls, so a chunk always ends on a cluster (WebM,
-Matroska), fragment (MP4) or page (Ogg) boundary. Those are kept short (at most 100 ms of
-media) so the muxer never holds more than a short span of media.
+Before the header can be written every stream must be known, so frames are held until
+each track has sent its first one (bounded: ``OPEN_TIMEOUT`` after the first frame, or
+``PREOPEN_BYTES`` held, whichever comes first; nothing is dropped). The recording is
+then shifted so its earliest frame is at 0.
+
+When the encoder falls behind a real-time source, its video frames that have waited
+longer than ``STALE_AFTER`` are dropped (counted), oldest first, so the worker catches up
+with the audio, which is never dropped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import av
+from av.audio.stream import AudioStream
+from av.container import OutputContainer
+from av.video.stream import VideoStream
 
-from ._audio import AUDIO_RATE, AUDIO_TIME_BASE, AudioPath, silence_like
+from ._audio import AudioPath, silence_like
+from ._chunks import Chunk, ChunkCutter
+from ._container import StreamSetup, WorkerSettings, open_container
 from ._errors import AsyncrecError, UnknownError, map_av_errors
-from ._formats import CodecSpec, Format
-from ._handoff import ControlItem, FrameItem, HandOff, monotonic
-from ._video import (
-    VIDEO_TIME_BASE,
-    Fitter,
-    black_frame,
-    codec_threads,
-    recording_size,
-    worker_finished,
-    worker_started,
-)
+from ._formats import Format
+from ._handoff import Cut, FrameItem, HandOff, Item, Pause, Resume, Stop, monotonic
+from ._video import VideoPath, black_frame, worker_finished, worker_started
 
-logger = logging.getLogger("asyncrec")
+logger = logging.getLogger(__name__)
 
 # SVT-AV1 prints its configuration to stderr at every encoder open unless told not to
 # (it reads this when an encoder opens).
 os.environ.setdefault("SVT_LOG", "1")
 
-#: Longest span of media the muxer holds before writing it out (ms).
-MAX_CLUSTER_MS = 100
-#: How long the muxer waits for a late track before writing the others (microseconds).
-MAX_INTERLEAVE_DELTA_US = 500_000
 #: How long to wait for the first frame of every track before writing the header (s).
 OPEN_TIMEOUT = 3.0
-#: Size used for a video track that sent nothing by then.
-DEFAULT_VIDEO_SIZE = (640, 480)
-#: Video frames kept while waiting for the other tracks' first frames.
-MAX_PREOPEN_VIDEO = 30
-#: A requestData() waits at most this long past the muxer's cluster for it to close (s).
-CUT_GRACE = 0.1
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What the encoders and the muxer are asked to do."""
-
-    video_bits_per_second: int
-    audio_bits_per_second: int
-    audio_bitrate_mode: str
-    #: Seconds between chunks, or None for one chunk at the end.
-    timeslice: float | None
-    #: Force a key frame after this many seconds or frames (None: the encoder decides).
-    key_frame_interval: float | None = None
-    key_frame_count: int | None = None
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Bytes for one ``dataavailable``; ``request`` is the requestData() id that asked for it."""
-
-    data: bytes
-    timecode: float
-    request: int | None = None
-    final: bool = False
+#: Bytes of frames held while waiting for the other tracks' first frames.
+PREOPEN_BYTES = 64 * 1024 * 1024
+#: Real-time video that has waited this long for the encoder is dropped (s).
+STALE_AFTER = 0.5
 
 
 @dataclass(slots=True)
@@ -97,57 +70,53 @@ Output = Chunk | Failure | Finished
 
 @dataclass
 class WorkerCounters:
-    """Counters the worker updates and the loop reads (plain ints: atomic under the GIL)."""
+    """Counters the worker updates and the loop reads (plain numbers: atomic under the GIL)."""
 
     encoded: list[int]
-    dropped_before_open: list[int]
+    #: Real-time video dropped because it went stale waiting for the encoder.
+    dropped: list[int]
     busy: float = 0.0
-    #: Audio's offset from the recording's clock (s; positive: audio late), None without audio.
+    #: Media time (s) encoded so far.
+    media_time: float = 0.0
+    #: Written audio's end minus the recording's clock for it (s; positive: audio late).
     av_offset: float | None = None
 
 
-class _Sink:
-    """A write-only file for the muxer. No seek/tell, so FFmpeg never rewrites bytes
-    that may already have left in a chunk."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.total = 0
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self._parts.append(chunk)
-        self.total += len(chunk)
-        return len(chunk)
-
-    def take(self) -> bytes:
-        data = b"".join(self._parts)
-        self._parts.clear()
-        return data
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._parts)
+@dataclass(frozen=True)
+class TrackInfo:
+    kind: str
+    frame_rate: Fraction | None = None
 
 
 @dataclass
 class _Track:
-    kind: str
-    first: Any = None
-    stream: Any = None
+    info: TrackInfo
+    first: av.VideoFrame | av.AudioFrame | None = None
+    stream: VideoStream | AudioStream | None = None
     last_pts: int = -1
     frames_since_key: int = 0
     last_key_time: float | None = None
     audio: AudioPath | None = None
-    fitter: Fitter | None = None
-    preopen_video: int = 0
+    video: VideoPath | None = None
 
 
 @dataclass
-class _Cuts:
-    ids: list[int] = field(default_factory=list)
-    deadline: float = 0.0
-    mark: int = 0
+class _Preopen:
+    items: list[FrameItem] = field(default_factory=list)
+    nbytes: int = 0
+    deadline: float | None = None
+
+
+def measured_rate(items: list[FrameItem]) -> Fraction | None:
+    """The frame rate of video frames held before the header, if they are evenly spaced
+    (within 10%); None for too few frames or a variable rate."""
+    if len(items) < 3 or not isinstance(items[0].frame, av.VideoFrame):
+        return None
+    steps = [b.time - a.time for a, b in itertools.pairwise(items)]
+    low, high = min(steps), max(steps)
+    if low <= 0 or high > low * 1.1:
+        return None
+    return Fraction(len(steps) / sum(steps)).limit_denominator(1001)
 
 
 class RecordingWorker:
@@ -156,34 +125,26 @@ class RecordingWorker:
     def __init__(
         self,
         fmt: Format,
-        kinds: list[str],
+        tracks: list[TrackInfo],
         settings: WorkerSettings,
         handoff: HandOff,
         post: Callable[[list[Output]], None],
         counters: WorkerCounters,
     ) -> None:
         self._fmt = fmt
-        self._tracks = [_Track(kind) for kind in kinds]
+        self._tracks = [_Track(info) for info in tracks]
         self._settings = settings
         self._handoff = handoff
         self._post = post
         self.counters = counters
         self._thread = threading.Thread(target=self._run, name="asyncrec-worker", daemon=True)
-        self._container: Any = None
-        self._sink = _Sink()
-        self._preopen: list[FrameItem] = []
-        self._open_deadline: float | None = None
+        self._container: OutputContainer | None = None
+        self._cutter = ChunkCutter(settings.timeslice)
+        self._preopen = _Preopen()
+        self._start = 0.0  # media time shifted to 0 (s)
         self._outputs: list[Output] = []
         self._failed = False
         self._paused = False
-        self._cuts = _Cuts()
-        self._chunk_timecode = 0.0
-        self._written_until_ms = 0.0
-        timeslice = settings.timeslice
-        self._cluster_ms = (
-            MAX_CLUSTER_MS if timeslice is None else max(10, min(MAX_CLUSTER_MS, round(timeslice * 1000)))
-        )
-        self._next_slice: float | None = None
 
     # -- lifetime (called from the loop) ----------------------------------------------------
     def start(self) -> None:
@@ -197,14 +158,12 @@ class RecordingWorker:
     def _run(self) -> None:
         worker_started()
         try:
-            if self._settings.timeslice is not None:
-                self._next_slice = monotonic() + self._settings.timeslice
             self._serve()
         except Exception as exc:  # a bug in asyncrec: report it rather than die silently
             logger.exception("recording worker crashed")
             self._fail(UnknownError(f"recording worker crashed: {exc!r}"))
-            self._emit_cuts()
-            self._emit(final=True)
+            self._cutter.finish(None)
+            self._outputs.extend(self._cutter.take())
         finally:
             worker_finished()
             self._outputs.append(Finished())
@@ -213,52 +172,56 @@ class RecordingWorker:
     def _serve(self) -> None:
         while True:
             items = self._handoff.take(self._timeout())
+            now = monotonic()
+            stale = self._stale(items, now) if self._container is not None else set()
             for item in items:
                 if isinstance(item, FrameItem):
-                    self._frame(item)
-                elif item.command == "stop":
-                    self._finish(item.arg / 1000 if item.arg >= 0 else None)
+                    if id(item) in stale:
+                        self.counters.dropped[item.track] += 1
+                    else:
+                        self._frame(item)
+                elif isinstance(item, Stop):
+                    self._finish(item.video_end)
                     return
-                else:
-                    self._control(item)
+                elif isinstance(item, Cut):
+                    immediate = self._container is None or self._paused or self._failed
+                    self._cutter.request(item.request, monotonic(), immediate)
+                elif isinstance(item, Pause):
+                    self._paused = True
+                elif isinstance(item, Resume):
+                    self._paused = False
+            frames = [item for item in items if isinstance(item, FrameItem)]
+            if frames:
+                self._cutter.realtime(now, any(item.realtime for item in frames))
             self._timers(monotonic())
             self._flush_outputs()
 
+    def _stale(self, items: list[Item], now: float) -> set[int]:
+        """Real-time video frames that waited too long, all but each track's newest."""
+        newest: dict[int, FrameItem] = {}
+        for item in items:
+            if isinstance(item, FrameItem) and item.droppable:
+                newest[item.track] = item
+        return {
+            id(item)
+            for item in items
+            if isinstance(item, FrameItem)
+            and item.droppable
+            and now - item.arrival > STALE_AFTER
+            and newest[item.track] is not item
+        }
+
     def _timeout(self) -> float | None:
-        deadlines = [d for d in (self._next_slice, self._open_deadline) if d is not None]
-        if self._cuts.ids:
-            deadlines.append(self._cuts.deadline)
+        deadlines = [d for d in (self._cutter.deadline(), self._preopen.deadline) if d is not None]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - monotonic())
 
     def _timers(self, now: float) -> None:
-        if self._open_deadline is not None and now >= self._open_deadline and self._container is None:
+        if self._container is None and self._preopen.deadline is not None and now >= self._preopen.deadline:
             self._open()
-        if self._cuts.ids and (now >= self._cuts.deadline or self._sink.total > self._cuts.mark):
-            self._emit_cuts()
-        if self._next_slice is not None and now >= self._next_slice:
-            if self._sink.pending:
-                self._emit()
-            assert self._settings.timeslice is not None
-            self._next_slice += self._settings.timeslice
-            if self._next_slice <= now:  # fell behind: keep the rhythm from now on
-                self._next_slice = now + self._settings.timeslice
-
-    def _control(self, item: ControlItem) -> None:
-        if item.command == "cut":
-            self._cuts.ids.append(item.arg)
-            if self._container is None or self._paused or self._failed or len(self._cuts.ids) > 1:
-                # Nothing can still be in the muxer's cluster that is not already coming.
-                if len(self._cuts.ids) == 1:
-                    self._emit_cuts()
-                return
-            self._cuts.deadline = monotonic() + self._cluster_ms / 1000 + CUT_GRACE
-            self._cuts.mark = self._sink.total
-        elif item.command == "pause":
-            self._paused = True
-        elif item.command == "resume":
-            self._paused = False
+        self._cutter.tick(now)
+        self._outputs.extend(self._cutter.take())
 
     # -- frames -----------------------------------------------------------------------------
     def _frame(self, item: FrameItem) -> None:
@@ -274,104 +237,55 @@ class RecordingWorker:
         track = self._tracks[item.track]
         if track.first is None:
             track.first = item.frame
-        if self._open_deadline is None:
-            self._open_deadline = monotonic() + OPEN_TIMEOUT
-        if track.kind == "video":
-            if track.preopen_video >= MAX_PREOPEN_VIDEO:
-                oldest = next(i for i in self._preopen if i.track == item.track)
-                self._preopen.remove(oldest)
-                self.counters.dropped_before_open[item.track] += 1
-            else:
-                track.preopen_video += 1
-        self._preopen.append(item)
-        if all(t.first is not None for t in self._tracks):
+        if self._preopen.deadline is None:
+            self._preopen.deadline = monotonic() + OPEN_TIMEOUT
+        self._preopen.items.append(item)
+        self._preopen.nbytes += item.nbytes
+        if all(t.first is not None for t in self._tracks) or self._preopen.nbytes > PREOPEN_BYTES:
             self._open()
 
     def _open(self) -> None:
-        held, self._preopen = self._preopen, []
-        self._open_deadline = None
+        held, self._preopen = self._preopen.items, _Preopen()
+        # Tracks of one clock domain may start before the first frame that arrived
+        # (negative times): the recording starts at its earliest frame.
+        self._start = min(0.0, min((item.time for item in held), default=0.0))
+        setups = [
+            StreamSetup(t.info.kind, t.first, t.info.frame_rate or measured_rate([i for i in held if i.track == n]))
+            for n, t in enumerate(self._tracks)
+        ]
         try:
             with map_av_errors("opening the muxer"):
-                self._container = self._open_container()
+                self._container, streams = open_container(
+                    self._fmt, setups, self._settings, self._cutter.sink, self._cutter.cluster_ms
+                )
         except AsyncrecError as exc:
             self._fail(exc)
             return
+        for track, stream in zip(self._tracks, streams, strict=True):
+            track.stream = stream
+            if isinstance(stream, VideoStream):
+                track.video = VideoPath(stream)
+            else:
+                assert self._fmt.audio is not None
+                track.audio = AudioPath(stream, self._fmt.audio.frame_size)
         for item in held:
             if self._failed:
                 break
             self._encode(item)
 
-    def _open_container(self) -> Any:
-        muxer = self._fmt.muxer
-        options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
-        if muxer in ("webm", "matroska"):
-            options["cluster_time_limit"] = str(self._cluster_ms)
-        elif muxer == "ogg":
-            options["page_duration"] = str(self._cluster_ms * 1000)
-        elif muxer == "mp4":
-            # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
-            # fragments as short as Matroska's clusters. delay_moov writes the moov with
-            # the first fragment, once the encoders' priming is known, so an edit list
-            # keeps AAC and Opus priming out of the timeline.
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
-            options["frag_duration"] = str(self._cluster_ms * 1000)
-        container = av.open(self._sink, mode="w", format=muxer, container_options=options)
-        try:
-            for track in self._tracks:
-                if track.kind == "video":
-                    assert self._fmt.video is not None
-                    track.stream = self._add_video(container, self._fmt.video, track.first)
-                else:
-                    assert self._fmt.audio is not None
-                    track.stream = self._add_audio(container, self._fmt.audio, track.first)
-        except BaseException:
-            container.close()
-            raise
-        return container
-
-    def _add_video(self, container: Any, spec: CodecSpec, first: av.VideoFrame | None) -> Any:
-        width, height = recording_size(
-            spec, *((first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE)
-        )
-        stream = container.add_stream(spec.encoder, rate=30, options=dict(spec.options))
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = spec.pix_fmt
-        stream.bit_rate = self._settings.video_bits_per_second
-        ctx = stream.codec_context
-        ctx.time_base = VIDEO_TIME_BASE
-        # FFmpeg's default GOP of 12 frames would spend most of the bitrate on key frames;
-        # an interval the user asked for is forced frame by frame instead.
-        asked = self._settings.key_frame_count is not None or self._settings.key_frame_interval is not None
-        ctx.gop_size = 1 << 20 if asked else 300
-        ctx.thread_count = codec_threads(spec.encoder, width, height)
-        return stream
-
-    def _add_audio(self, container: Any, spec: CodecSpec, first: av.AudioFrame | None) -> Any:
-        channels = 1 if first is not None and first.layout.nb_channels == 1 else 2
-        options = dict(spec.options)
-        if spec.id == "opus":
-            options["vbr"] = "off" if self._settings.audio_bitrate_mode == "constant" else "on"
-        stream = container.add_stream(spec.encoder, rate=AUDIO_RATE, options=options)
-        stream.bit_rate = min(510_000, max(6_000, self._settings.audio_bits_per_second))
-        ctx = stream.codec_context
-        ctx.layout = "mono" if channels == 1 else "stereo"
-        ctx.time_base = AUDIO_TIME_BASE
-        return stream
-
     def _encode(self, item: FrameItem) -> None:
         track = self._tracks[item.track]
+        at = max(0.0, item.time - self._start)
         started = time.perf_counter()
         try:
-            with map_av_errors(f"encoding {track.kind}"):
-                if track.kind == "video":
-                    packets = self._encode_video(track, item)
+            with map_av_errors(f"encoding {track.info.kind}"):
+                if track.video is not None:
+                    packets = self._encode_video(track, item, at)
                 else:
-                    if track.audio is None:
-                        assert self._fmt.audio is not None
-                        track.audio = AudioPath(track.stream, self._fmt.audio.frame_size)
-                    frame = silence_like(item.frame) if item.blank else item.frame
-                    packets = track.audio.push(frame, item.time)
+                    assert track.audio is not None
+                    frame = item.frame
+                    assert isinstance(frame, av.AudioFrame)
+                    packets = track.audio.push(silence_like(frame) if item.blank else frame, at)
                     self.counters.av_offset = track.audio.offset
                 self._mux(packets)
         except AsyncrecError as exc:
@@ -380,30 +294,24 @@ class RecordingWorker:
         finally:
             self.counters.busy += time.perf_counter() - started
         self.counters.encoded[item.track] += 1
+        self.counters.media_time = max(self.counters.media_time, at)
 
-    def _encode_video(self, track: _Track, item: FrameItem) -> list[av.Packet[Any]]:
-        frame: av.VideoFrame = item.frame
-        ctx = track.stream.codec_context
+    def _encode_video(self, track: _Track, item: FrameItem, at: float) -> list[av.Packet[Any]]:
+        assert track.video is not None
+        assert isinstance(track.stream, VideoStream)
+        frame = item.frame
+        assert isinstance(frame, av.VideoFrame)
         if item.blank:
+            ctx = track.stream.codec_context
             frame = black_frame(ctx.width, ctx.height)
-        if frame.width != ctx.width or frame.height != ctx.height:
-            if track.fitter is None:
-                track.fitter = Fitter(ctx.width, ctx.height, ctx.pix_fmt)
-            frame = track.fitter.fit(frame)
-        pts = round(item.time * 1000)
-        if pts <= track.last_pts:
-            pts = track.last_pts + 1
+        pts = max(round(at * 1000), track.last_pts + 1)
         track.last_pts = pts
-        frame.pts = pts
-        frame.time_base = VIDEO_TIME_BASE
-        frame.pict_type = av.video.frame.PictureType.NONE
-        if self._key_frame_due(track, item.time):
-            frame.pict_type = av.video.frame.PictureType.I
-        packets: list[av.Packet[Any]] = track.stream.encode(frame)
+        own = track.video.own(frame, pts, self._key_frame_due(track, at))
+        packets = track.stream.encode(own)
         for packet in packets:
             if packet.is_keyframe:
                 track.frames_since_key = 0
-                track.last_key_time = item.time
+                track.last_key_time = at
         track.frames_since_key += 1
         return packets
 
@@ -417,27 +325,26 @@ class RecordingWorker:
         return False
 
     def _mux(self, packets: list[av.Packet[Any]]) -> None:
+        assert self._container is not None
         for packet in packets:
-            before = self._sink.total
+            before = self._cutter.sink.total
             self._container.mux_one(packet)
-            # When the muxer has just written out what it held, its new cluster starts about here.
-            if self._sink.total != before and packet.pts is not None and packet.time_base is not None:
-                self._written_until_ms = float(packet.pts * packet.time_base * 1000)
-        if self._cuts.ids and self._sink.total > self._cuts.mark:
-            self._emit_cuts()
+            at_ms = float(packet.pts * packet.time_base * 1000) if packet.pts is not None and packet.time_base else None
+            self._cutter.muxed(before, at_ms)
 
     # -- ending -----------------------------------------------------------------------------
-    def _finish(self, end: float | None) -> None:
-        if self._container is None and self._preopen and not self._failed:
+    def _finish(self, video_end: float | None) -> None:
+        if self._container is None and self._preopen.items and not self._failed:
             self._open()  # every track ended before all had sent a frame
         if self._container is not None:
+            end = None if video_end is None else max(0.0, video_end - self._start)
             if not self._failed:
                 try:
                     with map_av_errors("flushing the encoders"):
                         for track in self._tracks:
                             if track.audio is not None:
                                 self._mux(track.audio.flush(until=end))
-                            elif track.kind == "video":
+                            elif isinstance(track.stream, VideoStream):
                                 self._mux(track.stream.encode(None))
                 except AsyncrecError as exc:
                     self._fail(exc)
@@ -447,25 +354,13 @@ class RecordingWorker:
             except AsyncrecError as exc:
                 self._fail(exc)
             self._container = None
-        if self._cuts.ids:
-            self._emit_cuts()
-        self._emit(final=True)
+        self._cutter.finish(None)
+        self._outputs.extend(self._cutter.take())
 
     def _fail(self, error: AsyncrecError) -> None:
         if not self._failed:
             self._failed = True
             self._outputs.append(Failure(error))
-
-    def _emit_cuts(self) -> None:
-        ids, self._cuts.ids = self._cuts.ids, []
-        for request in ids:
-            self._emit(request=request)
-
-    def _emit(self, *, request: int | None = None, final: bool = False) -> None:
-        data = self._sink.take()
-        self._outputs.append(Chunk(data, self._chunk_timecode, request, final))
-        if data:
-            self._chunk_timecode = self._written_until_ms
 
     def _flush_outputs(self) -> None:
         if self._outputs:

@@ -172,16 +172,18 @@ async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool)
 
 @dataclass
 class _Progress:
-    started: float
+    started: float  # time.monotonic(): --duration is wall time
     sink: FileSink
     recorder: MediaRecorder
 
     def line(self) -> str:
-        elapsed = time.monotonic() - self.started
         stats = self.recorder.statistics()
+        # Media time, not wall time: a file recorded faster than real time (or a paused
+        # recording) shows the length and bit rate of what is in the file.
+        recorded = stats.recorded_time
         dropped = sum(t.frames_dropped for t in stats.tracks)
-        rate = self.sink.bytes_written * 8 / elapsed / 1000 if elapsed > 0 else 0.0
-        minutes, seconds = divmod(elapsed, 60)
+        rate = self.sink.bytes_written * 8 / recorded / 1000 if recorded > 0 else 0.0
+        minutes, seconds = divmod(recorded, 60)
         return (
             f"recording {int(minutes):02d}:{seconds:04.1f}  {self.sink.bytes_written / 1e6:7.2f} MB  "
             f"{rate:7.0f} kb/s  dropped {dropped}"
@@ -203,19 +205,24 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
             failures: list[str] = []
             recorder.onerror = lambda event: failures.append(str(event.error))
             recorder.onstop = lambda event: stop.set()
+            # A failing open or close raises SinkError, which main() reports in one line.
             async with FileSink(args.out) as sink, recorder:
                 recorder.ondataavailable = sink.write
                 await recorder.start(args.timeslice)
                 progress = _Progress(time.monotonic(), sink, recorder)
                 await _wait(stop, args.duration, progress)
                 await recorder.stop()
-        print(f"{args.out}: {recorder.mimeType}, {progress.line().removeprefix('recording ')}")
     finally:
         for track in tracks:
             track.stop()  # type: ignore[attr-defined]
+    # The sink's own failure too: a file cut short must never exit 0, however the
+    # recorder reported it.
+    if sink.error is not None and not failures:
+        failures.append(str(sink.error))
     if failures:
         print(f"asyncrec: error: {failures[0]}", file=sys.stderr)
         return 1
+    print(f"{args.out}: {recorder.mimeType}, {progress.line().removeprefix('recording ')}")
     return 0
 
 

@@ -1,0 +1,159 @@
+"""Cutting the muxer's output into ``dataavailable`` chunks, on the worker thread.
+
+The muxer writes into a write-only sink (no seek, so FFmpeg never rewrites bytes that may
+already have left in a chunk), and bytes leave it only between two ``mux`` calls: a chunk
+always ends on a cluster (WebM, Matroska), fragment (MP4) or page (Ogg) boundary. Those
+are kept short (at most ``MAX_CLUSTER_MS`` of media), so a chunk holds about what was asked.
+
+When a chunk is cut (the spec's ``timeslice`` is "the number of milliseconds of data to
+return in a single Blob"):
+
+* **media time**: once the muxer has written ``timeslice`` of media since the last cut;
+* **wall time**, for real-time sources only: ``timeslice`` after the last cut, so a live
+  source that stalls still delivers on time (for a source faster than real time the
+  wall clock means nothing and is ignored);
+* ``requestData()``: at the next cluster boundary (at most one short cluster later), or
+  after ``CUT_GRACE`` with what there is;
+* ``stop()``: everything left, as the final chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+#: Longest span of media the muxer holds before writing it out (ms).
+MAX_CLUSTER_MS = 100
+#: A requestData() waits at most this long past the muxer's cluster for it to close (s).
+CUT_GRACE = 0.1
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Bytes for one ``dataavailable``; ``request`` is the requestData() id that asked for it."""
+
+    data: bytes
+    #: Media time of the chunk's first data (ms from the recording's start).
+    timecode: float
+    #: Media the chunk holds (ms).
+    duration: float
+    request: int | None = None
+    final: bool = False
+
+
+class WriteOnlySink:
+    """A write-only file for the muxer (no ``seek``/``tell``)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.total = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self.total += len(chunk)
+        return len(chunk)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._parts)
+
+
+@dataclass
+class _Requests:
+    ids: list[int] = field(default_factory=list)
+    deadline: float = 0.0
+    mark: int = 0
+
+
+class ChunkCutter:
+    """Decides when the sink's bytes leave as a chunk (see the module docstring)."""
+
+    def __init__(self, timeslice: float | None) -> None:
+        self.sink = WriteOnlySink()
+        self._timeslice = timeslice
+        self.cluster_ms = MAX_CLUSTER_MS if timeslice is None else max(10, min(MAX_CLUSTER_MS, round(timeslice * 1000)))
+        self._requests = _Requests()
+        self._chunk_start = 0.0  # ms
+        self._written_until = 0.0  # ms: the media the sink's bytes cover
+        self._wall_deadline: float | None = None
+        self.chunks: list[Chunk] = []
+
+    # -- what happened ----------------------------------------------------------------------
+    def realtime(self, now: float, realtime: bool) -> None:
+        """Whether the recording's sources run at real time, as its latest frames tell."""
+        if self._timeslice is None:
+            return
+        if not realtime:
+            self._wall_deadline = None
+        elif self._wall_deadline is None:
+            self._wall_deadline = now + self._timeslice
+
+    def muxed(self, before: int, at_ms: float | None) -> None:
+        """The muxer took a packet at media time ``at_ms``; the sink held ``before`` bytes."""
+        if self.sink.total != before and at_ms is not None:
+            # The muxer has just written out what it held: its new cluster starts about here.
+            self._written_until = max(self._written_until, at_ms)
+            if self._timeslice is not None and self._written_until - self._chunk_start >= self._timeslice * 1000:
+                self.cut()
+        if self._requests.ids and self.sink.total > self._requests.mark:
+            self._answer_requests()
+
+    def request(self, request: int, now: float, immediate: bool) -> None:
+        """requestData(): cut at the next cluster boundary (``immediate``: now, nothing
+        more can come from the muxer before it)."""
+        self._requests.ids.append(request)
+        if immediate or len(self._requests.ids) > 1:
+            if len(self._requests.ids) == 1:
+                self._answer_requests()
+            return
+        self._requests.deadline = now + self.cluster_ms / 1000 + CUT_GRACE
+        self._requests.mark = self.sink.total
+
+    # -- timers -----------------------------------------------------------------------------
+    def deadline(self) -> float | None:
+        deadlines = [d for d in (self._wall_deadline,) if d is not None]
+        if self._requests.ids:
+            deadlines.append(self._requests.deadline)
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> None:
+        if self._requests.ids and now >= self._requests.deadline:
+            self._answer_requests()
+        if self._wall_deadline is not None and now >= self._wall_deadline:
+            if self.sink.pending:
+                self.cut()
+            else:
+                assert self._timeslice is not None
+                self._wall_deadline = now + self._timeslice
+
+    # -- cutting ----------------------------------------------------------------------------
+    def cut(self, *, request: int | None = None, final: bool = False) -> None:
+        data = self.sink.take()
+        duration = max(0.0, self._written_until - self._chunk_start) if data else 0.0
+        self.chunks.append(Chunk(data, self._chunk_start, duration, request, final))
+        if data:
+            self._chunk_start = self._written_until
+        if self._wall_deadline is not None and self._timeslice is not None:
+            self._wall_deadline = time.monotonic() + self._timeslice
+
+    def finish(self, end_ms: float | None) -> None:
+        """The muxer is closed: answer what is asked, then the final chunk."""
+        if end_ms is not None:
+            self._written_until = max(self._written_until, end_ms)
+        self._answer_requests()
+        self.cut(final=True)
+
+    def _answer_requests(self) -> None:
+        ids, self._requests.ids = self._requests.ids, []
+        for request in ids:
+            self.cut(request=request)
+
+    def take(self) -> list[Chunk]:
+        chunks, self.chunks = self.chunks, []
+        return chunks

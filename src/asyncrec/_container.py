@@ -1,0 +1,143 @@
+"""Setting up a recording's container and encoders (on the worker thread).
+
+Everything the muxer and the encoders are asked to do is here: the muxer options that
+make it write short clusters/fragments/pages into a write-only sink, and each stream's
+encoder settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+from av.audio.stream import AudioStream
+from av.container import OutputContainer
+from av.video.stream import VideoStream
+
+from ._audio import AUDIO_RATE, AUDIO_TIME_BASE
+from ._chunks import WriteOnlySink
+from ._formats import CodecSpec, Format
+from ._video import VIDEO_TIME_BASE, codec_threads, recording_size
+
+#: How long the muxer waits for a late track before writing the others (microseconds).
+MAX_INTERLEAVE_DELTA_US = 500_000
+#: Size used for a video track that sent nothing before the header had to be written.
+DEFAULT_VIDEO_SIZE = (640, 480)
+#: Encoders whose rate control follows the timestamps alone; the others (x264, SVT-AV1)
+#: size their frames from the frame rate, so they get a nominal one when none is known.
+TIMESTAMP_RATE_CONTROL = frozenset({"libvpx", "libvpx-vp9"})
+NOMINAL_FRAME_RATE = Fraction(30)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the encoders and the muxer are asked to do."""
+
+    video_bits_per_second: int
+    audio_bits_per_second: int
+    audio_bitrate_mode: str
+    #: Seconds of media per chunk, or None for one chunk at the end.
+    timeslice: float | None
+    #: Force a key frame after this many seconds or frames (None: the encoder decides).
+    key_frame_interval: float | None = None
+    key_frame_count: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamSetup:
+    """What is known of a track when the header is written."""
+
+    kind: str
+    #: Its first frame (None if it sent nothing in time).
+    first: av.VideoFrame | av.AudioFrame | None
+    #: The frame rate its source declares (``frame_rate`` on the track), else None:
+    #: the file then declares none and players follow the timestamps (variable rate).
+    frame_rate: Fraction | None = None
+
+
+Stream = VideoStream | AudioStream
+
+
+def open_container(
+    fmt: Format, setups: list[StreamSetup], settings: WorkerSettings, sink: WriteOnlySink, cluster_ms: int
+) -> tuple[OutputContainer, list[Stream]]:
+    """Open the muxer on ``sink`` and add one stream per track (header not yet written).
+
+    Raises whatever PyAV raises (the worker maps it to EncodingError).
+    """
+    options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
+    if fmt.muxer in ("webm", "matroska"):
+        options["cluster_time_limit"] = str(cluster_ms)
+    elif fmt.muxer == "ogg":
+        options["page_duration"] = str(cluster_ms * 1000)
+    elif fmt.muxer == "mp4":
+        # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
+        # fragments as short as Matroska's clusters. delay_moov writes the moov with the
+        # first fragment, once the encoders' priming is known, so an edit list keeps AAC
+        # and Opus priming out of the timeline.
+        options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
+        options["frag_duration"] = str(cluster_ms * 1000)
+    container = av.open(sink, mode="w", format=fmt.muxer, container_options=options)
+    streams: list[Stream] = []
+    try:
+        for setup in setups:
+            if setup.kind == "video":
+                assert fmt.video is not None
+                first = setup.first if isinstance(setup.first, av.VideoFrame) else None
+                streams.append(_add_video(container, fmt.video, first, setup.frame_rate, settings))
+            else:
+                assert fmt.audio is not None
+                first_audio = setup.first if isinstance(setup.first, av.AudioFrame) else None
+                streams.append(_add_audio(container, fmt.audio, first_audio, settings))
+    except BaseException:
+        container.close()
+        raise
+    return container, streams
+
+
+def _add_video(
+    container: OutputContainer,
+    spec: CodecSpec,
+    first: av.VideoFrame | None,
+    frame_rate: Fraction | None,
+    settings: WorkerSettings,
+) -> VideoStream:
+    width, height = recording_size(spec, *((first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE))
+    declared = frame_rate
+    if declared is None and spec.encoder not in TIMESTAMP_RATE_CONTROL:
+        declared = NOMINAL_FRAME_RATE
+    stream = container.add_stream(spec.encoder, rate=declared, options=dict(spec.options))
+    assert isinstance(stream, VideoStream)
+    stream.width = width
+    stream.height = height
+    stream.pix_fmt = spec.pix_fmt
+    stream.bit_rate = settings.video_bits_per_second
+    ctx = stream.codec_context
+    ctx.time_base = VIDEO_TIME_BASE
+    if declared is None:
+        # PyAV declares 24 fps by default; a wrong rate makes players and FFmpeg see
+        # non-monotonic timestamps. None declared: timestamps rule (variable rate).
+        ctx.framerate = Fraction(0, 1)
+    # FFmpeg's default GOP of 12 frames would spend most of the bitrate on key frames;
+    # an interval the user asked for is forced frame by frame instead.
+    asked = settings.key_frame_count is not None or settings.key_frame_interval is not None
+    ctx.gop_size = 1 << 20 if asked else 300
+    ctx.thread_count = codec_threads(spec.encoder, width, height)
+    return stream
+
+
+def _add_audio(
+    container: OutputContainer, spec: CodecSpec, first: av.AudioFrame | None, settings: WorkerSettings
+) -> AudioStream:
+    channels = 1 if first is not None and first.layout.nb_channels == 1 else 2
+    options = dict(spec.options)
+    if spec.id == "opus":
+        options["vbr"] = "off" if settings.audio_bitrate_mode == "constant" else "on"
+    stream = container.add_stream(spec.encoder, rate=AUDIO_RATE, options=options)
+    assert isinstance(stream, AudioStream)
+    stream.bit_rate = min(510_000, max(6_000, settings.audio_bits_per_second))
+    ctx = stream.codec_context
+    ctx.layout = "mono" if channels == 1 else "stereo"
+    ctx.time_base = AUDIO_TIME_BASE
+    return stream

@@ -1,0 +1,364 @@
+"""One recording, from ``start()`` to its ``"stop"`` event: its track inputs, clock,
+hand-off, worker thread and its own ordered queue of events.
+
+Each ``start()`` makes one :class:`Recording`. It subscribes one input per track to the
+track's fan-out (see :mod:`asyncrec._fanout`), stamps frames on its clock (see
+:mod:`asyncrec._clock`), and hands them to its worker (see :mod:`asyncrec._worker`).
+Its events wait in its own queue in the order the spec gives them: a ``requestData()``
+or ``stop()`` reserves the place of its chunk, so an event asked for later (``pause``)
+cannot overtake it, and the recorder dispatches recordings strictly one after the other.
+The recording tells its recorder what happened through :class:`RecordingOwner` and never
+dispatches anything itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol
+
+import av
+
+from ._chunks import Chunk
+from ._clock import RecordingClock
+from ._container import WorkerSettings
+from ._errors import AsyncrecError
+from ._events import BlobEvent, Event
+from ._fanout import Arrival, TrackFanout, fanout
+from ._formats import Format
+from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
+from ._stats import TrackStatistics
+from ._stream import Track
+from ._worker import Failure, Finished, Output, RecordingWorker, TrackInfo, WorkerCounters
+
+logger = logging.getLogger(__name__)
+
+Hook = Callable[[], None]
+
+
+class RecordingOwner(Protocol):
+    """What a recording reports to its recorder, always on the loop."""
+
+    def _recording_ready(self, recording: Recording) -> None:
+        """Events are ready to be dispatched."""
+
+    def _recording_failed(self, recording: Recording, error: AsyncrecError) -> None: ...
+    def _recording_tracks_ended(self, recording: Recording) -> None: ...
+    def _recording_finished(self, recording: Recording) -> None:
+        """The worker is done; the ``stop`` event is queued next."""
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    """A place in a recording's event queue; ``event`` is None while its chunk is still
+    to come from the worker (``request``: the requestData() it answers)."""
+
+    event: Event | None
+    done: asyncio.Future[None]
+    before: Hook | None = None
+    request: int | None = None
+
+
+def declared_live(track: Track) -> bool | None:
+    """What a track says of its liveness: its ``live`` attribute if it has one; aiortc's
+    remote tracks (and ``MediaRelay`` proxies of them) are live; else None (judged by
+    its frames)."""
+    live = getattr(track, "live", None)
+    if isinstance(live, bool):
+        return live
+    from aiortc.contrib.media import RelayStreamTrack
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    if isinstance(track, RemoteStreamTrack):
+        return True
+    if isinstance(track, RelayStreamTrack):
+        source = getattr(track, "_source", None)
+        return None if source is None else declared_live(source)
+    return None
+
+
+def frame_rate(track: Track) -> Fraction | None:
+    """The frame rate a track declares (``frame_rate``), if any."""
+    rate = getattr(track, "frame_rate", None)
+    if isinstance(rate, int | float | Fraction) and not isinstance(rate, bool) and rate > 0:
+        return Fraction(rate).limit_denominator(1001)
+    return None
+
+
+@dataclass
+class _Counters:
+    frames_in: int = 0
+    dropped: int = 0
+    paused: int = 0
+    invalid: int = 0
+
+
+class TrackInput:
+    """A recording's consumer of one track's fan-out: pause, the clock, the hand-off."""
+
+    def __init__(self, recording: Recording, index: int, track: Track) -> None:
+        self._recording = recording
+        self.index = index
+        self.track = track
+        self.kind = track.kind
+        self.declared = declared_live(track)
+        self.counters = _Counters()
+        self.ended = False
+        self._current: Arrival | None = None  # the frame being taken
+        self._item: FrameItem | None = None  # ...once stamped, waiting for room
+        self._samples_seen = 0.0
+
+    def push(self, arrival: Arrival) -> asyncio.Future[None] | None:
+        recording = self._recording
+        if recording.stopping:
+            return None  # arrived after stop(): not part of this recording
+        if arrival is not self._current:
+            self._current, self._item = arrival, None
+            self.counters.frames_in += 1
+            if not arrival.valid:
+                self.counters.invalid += 1
+                if self.counters.invalid == 1:
+                    logger.warning("track %s sent %r, not a %s frame; skipped", self.track.id, arrival.frame, self.kind)
+                self._current = None
+                return None
+        if self._item is None:
+            realtime = self.declared is True or (self.declared is None and arrival.realtime)
+            if recording.clock.paused:
+                if realtime:
+                    self.counters.paused += 1  # a real-time source moves on; its paused frames are not kept
+                    self._current = None
+                    return None
+                return recording.running()  # a source faster than real time waits
+            self._item = self._stamp(arrival, realtime)
+        item = self._item
+        if item.droppable:
+            self.counters.dropped += recording.handoff.offer(item)
+        else:
+            room = recording.handoff.room(item)
+            if room is not None:
+                return room
+        self._current = self._item = None
+        return None
+
+    def _stamp(self, arrival: Arrival, realtime: bool) -> FrameItem:
+        frame = arrival.frame
+        assert isinstance(frame, av.VideoFrame | av.AudioFrame)
+        when = arrival.source_time
+        if isinstance(frame, av.AudioFrame) and frame.sample_rate:
+            if when is None:
+                when = self._samples_seen  # audio without timestamps: its sample count is its clock
+            self._samples_seen = when + frame.samples / frame.sample_rate
+        at = self._recording.clock.stamp(self.index, when, arrival.arrival, realtime, arrival.held)
+        return FrameItem(
+            self.index,
+            frame,
+            at,
+            arrival.arrival,
+            arrival.nbytes,
+            realtime,
+            droppable=realtime and self.kind == "video",
+            blank=getattr(self.track, "enabled", True) is False,
+        )
+
+    def flush(self) -> None:
+        """The recording stops: a frame taken but still waiting goes in (the hand-off no
+        longer bounds); one held back by a pause was not recorded."""
+        if self._item is not None:
+            self._recording.handoff.offer(self._item)
+        elif self._current is not None:
+            self.counters.paused += 1
+        self._current = self._item = None
+
+    def end(self, failed: bool) -> None:
+        if not self.ended:
+            self.ended = True
+            self._recording._input_ended()
+
+
+class Recording:
+    """One recording (see the module docstring)."""
+
+    def __init__(self, owner: RecordingOwner, fmt: Format, tracks: list[Track], settings: WorkerSettings) -> None:
+        self._owner = owner
+        self._loop = asyncio.get_running_loop()
+        self.format = fmt
+        self.tracks = tracks
+        self.inputs = [TrackInput(self, i, track) for i, track in enumerate(tracks)]
+        domains = [getattr(t, "clock_domain", None) or ("track", id(t)) for t in tracks]
+        self.clock = RecordingClock(domains, [i.declared for i in self.inputs])
+        self.handoff = HandOff([t.kind for t in tracks], self._loop)
+        self.counters = WorkerCounters([0] * len(tracks), [0] * len(tracks))
+        self._worker = RecordingWorker(
+            fmt,
+            [TrackInfo(t.kind, frame_rate(t) if t.kind == "video" else None) for t in tracks],
+            settings,
+            self.handoff,
+            self._post_from_worker,
+            self.counters,
+        )
+        self._fanouts: list[TrackFanout] = []
+        self.slots: deque[Slot] = deque()
+        #: Completes once ``stop`` has been dispatched and everything is released.
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self.stopping = False
+        self.finished = False
+        #: An error has been reported (the first one is the one users see).
+        self.failed = False
+        #: The ``stop`` event has gone to the dispatcher.
+        self.stop_queued = False
+        self._running: asyncio.Future[None] | None = None  # pending while paused
+        self.chunks_out = 0
+        self.bytes_out = 0
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker and subscribe to every track."""
+        self._worker.start()
+        for track_input in self.inputs:
+            fan = fanout(track_input.track)
+            self._fanouts.append(fan)
+            fan.subscribe(track_input)
+
+    def stop(self) -> None:
+        """Stop taking frames; the worker encodes what it has, closes the file and reports.
+        Idempotent."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.handoff.close()
+        for track_input, fan in zip(self.inputs, self._fanouts, strict=False):
+            track_input.flush()
+            fan.unsubscribe(track_input)
+        self._wake_running()
+        self.handoff.control(Stop(self._video_end()))
+
+    def abandon(self) -> None:
+        """Tell the worker to finish without touching the loop (from ``__del__``, or a
+        loop that is shutting down)."""
+        if not self.stopping:
+            self.stopping = True
+            self.handoff.close()
+            self.handoff.control(Stop(self._video_end()))
+
+    def pause(self) -> None:
+        self.clock.pause(monotonic())
+        self.handoff.control(Pause())
+
+    def resume(self) -> None:
+        self.clock.resume(monotonic())
+        self._wake_running()
+        self.handoff.control(Resume())
+
+    def running(self) -> asyncio.Future[None]:
+        """A future that completes on resume (or stop)."""
+        if self._running is None or self._running.done():
+            self._running = self._loop.create_future()
+        return self._running
+
+    def _wake_running(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.set_result(None)
+
+    def _video_end(self) -> float | None:
+        """Where the video ends on the recording's clock (s): audio that went quiet before
+        it is padded with silence up to it (a muted peer), and never past it (a peer that
+        vanished)."""
+        ends = [self.clock.last_time(i) for i, t in enumerate(self.tracks) if t.kind == "video"]
+        known = [end for end in ends if end is not None]
+        return max(known) if known else None
+
+    def _input_ended(self) -> None:
+        if all(i.ended for i in self.inputs) and not self.stopping:
+            self._owner._recording_tracks_ended(self)
+
+    # -- events ---------------------------------------------------------------------------------
+    def emit(self, event: Event, before: Hook | None = None) -> asyncio.Future[None]:
+        """Queue ``event`` after everything queued so far."""
+        slot = Slot(event, self._loop.create_future(), before)
+        self.slots.append(slot)
+        self._owner._recording_ready(self)
+        return slot.done
+
+    def emit_error(self, event: Event) -> None:
+        """Queue an ``error``: before ``stop`` if that is already queued (a sink that
+        failed on the final chunk), else after everything queued so far."""
+        slot = Slot(event, self._loop.create_future())
+        if self.slots and self.slots[-1].event is not None and self.slots[-1].event.type == "stop":
+            self.slots.insert(len(self.slots) - 1, slot)
+        else:
+            self.slots.append(slot)
+        self._owner._recording_ready(self)
+
+    def request_data(self, request: int) -> asyncio.Future[None]:
+        """Reserve the place of a requested chunk and ask the worker for it."""
+        slot = Slot(None, self._loop.create_future(), request=request)
+        self.slots.append(slot)
+        self.handoff.control(Cut(request))
+        return slot.done
+
+    def _place_chunk(self, chunk: Chunk) -> None:
+        event = BlobEvent("dataavailable", chunk.data, chunk.timecode)
+        if chunk.request is not None:
+            for slot in self.slots:
+                if slot.event is None and slot.request == chunk.request:
+                    slot.event = event
+                    return
+        # Data the worker produced before a requested chunk comes before it.
+        for position, slot in enumerate(self.slots):
+            if slot.event is None:
+                self.slots.insert(position, Slot(event, self._loop.create_future()))
+                return
+        self.slots.append(Slot(event, self._loop.create_future()))
+
+    # -- worker results -------------------------------------------------------------------------
+    def _post_from_worker(self, outputs: list[Output]) -> None:
+        """Called on the worker thread: one hop to the loop per batch."""
+        try:
+            self._loop.call_soon_threadsafe(self._on_outputs, outputs)
+        except RuntimeError:
+            logger.warning("event loop closed while recording; %d results lost", len(outputs))
+
+    def _on_outputs(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, Chunk):
+                self.chunks_out += 1
+                self.bytes_out += len(output.data)
+                self._place_chunk(output)
+            elif isinstance(output, Failure):
+                self._owner._recording_failed(self, output.error)
+            elif isinstance(output, Finished):
+                self._finish()
+        self._owner._recording_ready(self)
+
+    def _finish(self) -> None:
+        self.stop()  # the worker may have finished by itself after a failure
+        self._worker.join()  # it has reported Finished: this returns at once
+        for slot in self.slots:
+            if slot.event is None:  # a request the worker could not answer
+                slot.event = BlobEvent("dataavailable", b"", 0.0)
+        self.finished = True
+        self._owner._recording_finished(self)
+        self.slots.append(Slot(Event("stop"), self.done))
+
+    # -- statistics ------------------------------------------------------------------------------
+    def track_statistics(self) -> tuple[TrackStatistics, ...]:
+        return tuple(
+            TrackStatistics(
+                id=track_input.track.id,
+                kind=track_input.kind,
+                frames_in=track_input.counters.frames_in,
+                frames_encoded=self.counters.encoded[i],
+                frames_dropped=track_input.counters.dropped + self.counters.dropped[i],
+                frames_paused=track_input.counters.paused,
+                frames_invalid=track_input.counters.invalid,
+            )
+            for i, track_input in enumerate(self.inputs)
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        return self.handoff.depth()
