@@ -67,6 +67,21 @@ class ErrorEvent(Event):
         return f"<ErrorEvent {self.error.name}: {self.error}>"
 
 
+def handler_attribute(type: str) -> Any:  # noqa: A002 - the DOM's name
+    """An ``on<type>`` attribute of an object with a ``_dispatcher``: one handler slot in
+    the listener list, as in the DOM."""
+
+    def get(self: Any) -> Handler | None:
+        dispatcher: EventDispatcher = self._dispatcher
+        return dispatcher.get_attribute(type)
+
+    def set(self: Any, handler: Handler | None) -> None:  # noqa: A001
+        dispatcher: EventDispatcher = self._dispatcher
+        dispatcher.set_attribute(type, handler)
+
+    return property(get, set, doc=f"Handler for ``{type}`` (None for none).")
+
+
 class _AttributeHandler:
     """The slot an ``on<event>`` attribute holds in the listener list, as in the DOM."""
 

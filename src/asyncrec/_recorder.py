@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import warnings
 from collections import deque
 from types import TracebackType
@@ -24,7 +23,16 @@ from ._errors import (
     QuotaExceededError,
     SinkError,
 )
-from ._events import BlobEvent, ChunkIterator, Completion, ErrorEvent, Event, EventDispatcher, Handler
+from ._events import (
+    BlobEvent,
+    ChunkIterator,
+    Completion,
+    ErrorEvent,
+    Event,
+    EventDispatcher,
+    Handler,
+    handler_attribute,
+)
 from ._formats import (
     DEFAULT_AUDIO_BITS_PER_SECOND,
     DEFAULT_VIDEO_BITS_PER_SECOND,
@@ -33,6 +41,7 @@ from ._formats import (
     resolve_format,
     split_bits_per_second,
 )
+from ._options import milliseconds, timeslice_seconds, unsigned
 from ._recording import Recording
 from ._stats import RecorderStatistics
 from ._stream import MediaStream, Track
@@ -40,31 +49,6 @@ from ._stream import MediaStream, Track
 RecordingState = Literal["inactive", "recording", "paused"]
 BitrateMode = Literal["constant", "variable"]
 H = TypeVar("H", bound=Handler)
-
-#: The shortest timeslice honoured (ms), the spec's "minimum time slice imposed by the UA".
-MIN_TIMESLICE_MS = 10
-
-
-def _unsigned(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not 0 <= value < 2**32:
-        raise ValueError(f"{name} must be an unsigned 32-bit value, not {value}")
-    return value
-
-
-def _handler_attribute(type: str) -> Any:  # noqa: A002 - the DOM's name
-    """An ``on<type>`` attribute: one handler slot in the listener list, as in the DOM."""
-
-    def get(self: MediaRecorder) -> Handler | None:
-        return self._dispatcher.get_attribute(type)
-
-    def set(self: MediaRecorder, handler: Handler | None) -> None:  # noqa: A001
-        self._dispatcher.set_attribute(type, handler)
-
-    return property(get, set, doc=f"Handler for ``{type}`` (None for none).")
 
 
 class MediaRecorder:
@@ -107,18 +91,11 @@ class MediaRecorder:
             raise TypeError("mimeType must be a str")
         if audioBitrateMode not in ("constant", "variable"):
             raise TypeError(f"audioBitrateMode must be 'constant' or 'variable', not {audioBitrateMode!r}")
-        audio_bps = _unsigned("audioBitsPerSecond", audioBitsPerSecond)
-        video_bps = _unsigned("videoBitsPerSecond", videoBitsPerSecond)
-        self._constrained_bps = _unsigned("bitsPerSecond", bitsPerSecond)
-        self._key_frame_count = _unsigned("videoKeyFrameIntervalCount", videoKeyFrameIntervalCount)
-        if videoKeyFrameIntervalDuration is not None:
-            if isinstance(videoKeyFrameIntervalDuration, bool) or not isinstance(
-                videoKeyFrameIntervalDuration, int | float
-            ):
-                raise TypeError("videoKeyFrameIntervalDuration must be a number of milliseconds")
-            if not math.isfinite(videoKeyFrameIntervalDuration) or videoKeyFrameIntervalDuration < 0:
-                raise ValueError("videoKeyFrameIntervalDuration must be finite and not negative")
-        self._key_frame_duration = videoKeyFrameIntervalDuration
+        audio_bps = unsigned("audioBitsPerSecond", audioBitsPerSecond)
+        video_bps = unsigned("videoBitsPerSecond", videoBitsPerSecond)
+        self._constrained_bps = unsigned("bitsPerSecond", bitsPerSecond)
+        self._key_frame_count = unsigned("videoKeyFrameIntervalCount", videoKeyFrameIntervalCount)
+        self._key_frame_duration = milliseconds("videoKeyFrameIntervalDuration", videoKeyFrameIntervalDuration)
         check_type(mimeType)
 
         self._stream = stream
@@ -207,12 +184,12 @@ class MediaRecorder:
         """Stop calling ``handler`` for ``type``."""
         self._dispatcher.remove(type, handler)
 
-    onstart = _handler_attribute("start")
-    onstop = _handler_attribute("stop")
-    ondataavailable = _handler_attribute("dataavailable")
-    onpause = _handler_attribute("pause")
-    onresume = _handler_attribute("resume")
-    onerror = _handler_attribute("error")
+    onstart = handler_attribute("start")
+    onstop = handler_attribute("stop")
+    ondataavailable = handler_attribute("dataavailable")
+    onpause = handler_attribute("pause")
+    onresume = handler_attribute("resume")
+    onerror = handler_attribute("error")
 
     # -- methods ----------------------------------------------------------------------------
     def start(self, timeslice: float | None = None) -> Completion:
@@ -233,13 +210,7 @@ class MediaRecorder:
         asyncio.get_running_loop()
         if self._state != "inactive":
             raise InvalidStateError(f"start() while {self._state}")
-        seconds: float | None = None
-        if timeslice is not None:
-            if isinstance(timeslice, bool) or not isinstance(timeslice, int | float) or math.isnan(timeslice):
-                raise TypeError("timeslice must be a number of milliseconds")
-            if timeslice < 0:
-                raise ValueError("timeslice must not be negative")
-            seconds = max(MIN_TIMESLICE_MS, min(timeslice, 2**32 - 1)) / 1000
+        seconds = timeslice_seconds(timeslice)
         if not self._stream.active:
             raise NotSupportedError("the stream is inactive")
         if self._key_frame_duration is not None and self._key_frame_count is not None:
@@ -399,9 +370,11 @@ class MediaRecorder:
     def __del__(self) -> None:
         recordings = getattr(self, "_recordings", None)
         if recordings:
+            running = [r for r in recordings if not r.stopping]
             for recording in recordings:
                 recording.abandon()  # the worker finishes the file and exits
-            warnings.warn(f"{self!r} was not stopped before it was dropped", ResourceWarning, stacklevel=1)
+            if running:
+                warnings.warn(f"{self!r} was not stopped before it was dropped", ResourceWarning, stacklevel=1)
 
     # -- internals ----------------------------------------------------------------------------
     def _active_recording(self, method: str) -> Recording:
