@@ -22,9 +22,13 @@ against the browser's ``event.error.name`` carries over.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import av
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 class AsyncrecError(Exception):
@@ -120,10 +124,30 @@ def map_av_errors(what: str) -> Iterator[None]:
 
     The one choke point for them: nothing PyAV raises reaches a user raw. ``what`` says
     which step failed, for the message.
+
+    Only what PyAV and FFmpeg raise is translated: a ValueError, TypeError or
+    RuntimeError raised by asyncrec's own code is a bug, and goes on as it is (the worker
+    reports it as ``UnknownError`` with its traceback logged) rather than being disguised
+    as an encoding failure.
     """
     try:
         yield
     except AsyncrecError:
         raise
-    except (av.FFmpegError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as exc:
+    except (av.FFmpegError, OSError, MemoryError) as exc:
         raise EncodingError(f"{what} failed: {exc}") from exc
+    except (ValueError, TypeError, RuntimeError) as exc:
+        if _raised_by_asyncrec(exc):
+            raise
+        raise EncodingError(f"{what} failed: {exc}") from exc
+
+
+def _raised_by_asyncrec(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is asyncrec's own code (PyAV's
+    frames carry the names of its Cython sources, under ``av/``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)).startswith(_PACKAGE)

@@ -30,7 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from .._stream import MediaStream
 
-logger = logging.getLogger("asyncrec.whip")
+logger = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 SDP_FRAG = "application/trickle-ice-sdpfrag"

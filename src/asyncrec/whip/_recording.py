@@ -13,7 +13,7 @@ from .._recorder import MediaRecorder
 from .._sink import FileSink
 from ._endpoint import WhipSession
 
-logger = logging.getLogger("asyncrec.whip")
+logger = logging.getLogger(__name__)
 
 #: File extension per container MIME type.
 EXTENSIONS = {spec.mime: spec.extension for spec in CONTAINERS.values()}
