@@ -89,6 +89,12 @@ def frame_rate(track: Track) -> Fraction | None:
     return None
 
 
+def _domain(track: Track) -> object:
+    """The clock domain a track names (``clock_domain``), else the track alone."""
+    domain = getattr(track, "clock_domain", None)
+    return ("track", id(track)) if domain is None else domain
+
+
 @dataclass
 class _Counters:
     frames_in: int = 0
@@ -188,7 +194,7 @@ class Recording:
         self.format = fmt
         self.tracks = tracks
         self.inputs = [TrackInput(self, i, track) for i, track in enumerate(tracks)]
-        domains = [getattr(t, "clock_domain", None) or ("track", id(t)) for t in tracks]
+        domains = [_domain(t) for t in tracks]
         self.clock = RecordingClock(domains, [i.declared for i in self.inputs])
         self.handoff = HandOff([t.kind for t in tracks], self._loop)
         self.counters = WorkerCounters([0] * len(tracks), [0] * len(tracks))

@@ -57,7 +57,9 @@ class FrameTrack(MediaStreamTrack):
     * an iterable of arrays or frames; the track ends when it is exhausted.
 
     ``duration`` (seconds) ends the track after that much media; None runs until
-    :meth:`stop`.
+    :meth:`stop`. ``clock_domain``: tracks given the same (any hashable) share a time
+    origin when recorded, e.g. a FrameTrack and a SampleTrack made from one source; by
+    default each track is its own. ``frame_rate`` is ``fps``, declared in recordings.
     """
 
     kind = "video"
@@ -70,11 +72,14 @@ class FrameTrack(MediaStreamTrack):
         format: str = "rgb24",  # noqa: A002 - PyAV's name
         realtime: bool = True,
         duration: float | None = None,
+        clock_domain: object = None,
     ) -> None:
         super().__init__()
         if fps <= 0:
             raise ValueError("fps must be positive")
         self._fps = fps
+        self.frame_rate = fps
+        self.clock_domain = clock_domain
         self._format = format
         self._limit = None if duration is None else max(0, round(duration * fps))
         self._index = 0
@@ -124,6 +129,7 @@ class SampleTrack(MediaStreamTrack):
 
     Float arrays are samples in [-1, 1]; int16 arrays are 16-bit samples. Frames are
     packed ``s16`` (what aiortc's Opus encoder takes) of ``frame_ms`` milliseconds each.
+    ``clock_domain`` as for :class:`FrameTrack`.
     """
 
     kind = "audio"
@@ -137,8 +143,10 @@ class SampleTrack(MediaStreamTrack):
         frame_ms: float = 20.0,
         realtime: bool = True,
         duration: float | None = None,
+        clock_domain: object = None,
     ) -> None:
         super().__init__()
+        self.clock_domain = clock_domain
         if channels not in (1, 2):
             raise ValueError("channels must be 1 or 2")
         self._rate = sample_rate
