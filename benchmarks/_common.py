@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmarks: test pictures, a non-live track, the plain PyAV loop the
-recorder is measured against, output verification, tables, machine info.
+"""Helpers shared by the benchmarks: test pictures, non-live tracks (one declaring
+``live = False``, one declaring nothing), the plain PyAV loop the recorder is measured
+against, output verification, tables, machine info.
 
 Not a benchmark itself; the scripts import it as ``_common`` (they run from this directory).
 """
@@ -27,19 +28,23 @@ import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.stream import VideoStream
 
-# The baseline copies asyncrec's settings from the source of truth, so a change there moves both.
-from asyncrec import MediaRecorder, MediaStream, RecorderStatistics, _worker, moving_pattern
+# The baseline copies asyncrec's settings from the source of truth, so a change there moves both:
+# the muxer and encoder setup is in _container, the cluster/fragment/page length in _chunks, the
+# video time base, picture size and encoder thread policy in _video.
+from asyncrec import MediaRecorder, MediaStream, RecorderStatistics, _container, moving_pattern
+from asyncrec._chunks import MAX_CLUSTER_MS
+from asyncrec._container import MAX_INTERLEAVE_DELTA_US, NOMINAL_FRAME_RATE, TIMESTAMP_RATE_CONTROL
 from asyncrec._formats import CODECS
-from asyncrec._worker import MAX_CLUSTER_MS, MAX_INTERLEAVE_DELTA_US, VIDEO_TIME_BASE, codec_threads, recording_size
+from asyncrec._video import VIDEO_TIME_BASE, codec_threads, recording_size
 
 YuvArray = npt.NDArray[np.uint8]
 #: A picture as ``VideoFrame.from_ndarray`` takes it: yuv420p ``(h * 3 // 2, w)`` or rgb24 ``(h, w, 3)``.
 PictureArray = npt.NDArray[np.uint8]
 
-#: Literals in asyncrec's ``_worker.RecordingWorker`` (no constant to import); ``check_worker_literals``
-#: fails the benchmark if they are no longer there.
+#: Literals in asyncrec's ``_container`` (``_add_video``'s GOP, ``open_container``'s MP4 movflags;
+#: no constant to import); ``check_worker_literals`` fails the benchmark if they are no longer there.
 GOP_SIZE = 300
-MP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+MP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
 SOURCE_TIME_BASE = Fraction(1, 90000)
 
 
@@ -80,15 +85,21 @@ def picture_size(array: PictureArray, pixel_format: str) -> tuple[int, int]:
 
 
 def check_worker_literals() -> None:
-    """Exit if asyncrec's worker no longer has the settings this module copies as literals."""
-    source = inspect.getsource(_worker.RecordingWorker)
-    for literal in (f"else {GOP_SIZE}", f'"{MP4_MOVFLAGS}"'):
-        if literal not in source:
-            raise SystemExit(f"benchmark settings drifted: {literal!r} is no longer in asyncrec's RecordingWorker")
+    """Exit if asyncrec's container setup (``_container._add_video`` and
+    ``_container.open_container``, run on the worker thread) no longer has the settings this
+    module copies as literals."""
+    for function, literal in (
+        (_container._add_video, f"else {GOP_SIZE}"),
+        (_container.open_container, f'"{MP4_MOVFLAGS}"'),
+    ):
+        if literal not in inspect.getsource(function):
+            raise SystemExit(
+                f"benchmark settings drifted: {literal!r} is no longer in asyncrec's _container.{function.__name__}"
+            )
 
 
 def container_options(muxer: str) -> dict[str, str]:
-    """asyncrec's muxer options (``RecordingWorker._open_container``) for a timeslice >= 100 ms."""
+    """asyncrec's muxer options (``_container.open_container``) for a timeslice >= ``MAX_CLUSTER_MS``."""
     options = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
     if muxer in ("webm", "matroska"):
         options["cluster_time_limit"] = str(MAX_CLUSTER_MS)
@@ -100,18 +111,22 @@ def container_options(muxer: str) -> dict[str, str]:
     return options
 
 
-class PoolTrack(MediaStreamTrack):
-    """A non-live video track: a fresh frame from the pool on every ``recv()``, no waiting.
+class UndeclaredPoolTrack(MediaStreamTrack):
+    """A video track faster than real time that says nothing of its liveness (no ``live``
+    attribute, as users write aiortc tracks): a fresh frame from the pool on every
+    ``recv()``, no waiting, timestamps 1/fps apart. asyncrec judges it frame by frame from
+    its timestamps against the wall clock; ahead of real time, it must get backpressure and
+    never a drop, exactly as :class:`PoolTrack`.
 
-    A fresh ``VideoFrame`` each time matters: the recorder sets ``pts`` on its worker thread,
-    so one frame object handed out twice could be changed while still queued.
+    A fresh ``VideoFrame`` each time is what a decoder or camera hands out; asyncrec itself
+    never writes into a caller's frame (it treats frames as read-only and stamps a frame of its
+    own, out of its filter graph, that references the same picture when no conversion is needed).
     """
 
     kind = "video"
 
     def __init__(self, pool: list[PictureArray], frames: int, fps: float, pixel_format: str = "yuv420p") -> None:
         super().__init__()
-        self.live = False  # backpressure, never drops: every frame must reach the file
         self._pool = pool
         self._frames = frames
         self._format = pixel_format
@@ -127,6 +142,15 @@ class PoolTrack(MediaStreamTrack):
         frame.time_base = SOURCE_TIME_BASE
         self._index += 1
         return frame
+
+
+class PoolTrack(UndeclaredPoolTrack):
+    """The same track declaring ``live = False``: backpressure, never drops, every frame
+    must reach the file (asyncrec reads the attribute and judges nothing)."""
+
+    def __init__(self, pool: list[PictureArray], frames: int, fps: float, pixel_format: str = "yuv420p") -> None:
+        super().__init__(pool, frames, fps, pixel_format)
+        self.live = False
 
 
 class WriteOnlySink:
@@ -159,19 +183,25 @@ def run_plain_pyav(
     pixel_format: str = "yuv420p",
     threads: int | None = None,
 ) -> Run:
-    """A synchronous PyAV loop doing what asyncrec's worker does, with the same settings:
-    ``from_ndarray``, encode (converting to the encoder's pixel format if needed) and mux
-    into a write-only sink, all in one thread."""
+    """A synchronous PyAV loop doing what asyncrec does, with the same settings:
+    ``from_ndarray``, encode (PyAV's reformatter converting to the encoder's pixel format if
+    needed; asyncrec's worker does it in its filter graph, both with swscale) and mux into a
+    write-only sink, all in one thread."""
     spec = CODECS[codec]
     sink = WriteOnlySink()
     wall, cpu = time.perf_counter(), time.process_time()
     container = av.open(sink, mode="w", format=muxer, container_options=container_options(muxer))
     width, height = recording_size(spec, *picture_size(pool[0], pixel_format))
-    stream = cast(VideoStream, container.add_stream(spec.encoder, rate=30, options=dict(spec.options)))
+    # asyncrec's declared rate for a track without ``frame_rate`` (``_container._add_video``):
+    # none for encoders whose rate control follows the timestamps (VP8/VP9), a nominal one else.
+    rate = None if spec.encoder in TIMESTAMP_RATE_CONTROL else NOMINAL_FRAME_RATE
+    stream = cast(VideoStream, container.add_stream(spec.encoder, rate=rate, options=dict(spec.options)))
     stream.width, stream.height = width, height
     stream.pix_fmt = spec.pix_fmt
     stream.bit_rate = bps
     stream.codec_context.time_base = VIDEO_TIME_BASE
+    if rate is None:
+        stream.codec_context.framerate = Fraction(0, 1)
     stream.codec_context.gop_size = GOP_SIZE
     # asyncrec's thread policy (one recording at a time here), or --codec-threads on both sides.
     stream.codec_context.thread_count = codec_threads(spec.encoder, width, height) if threads is None else threads
@@ -191,9 +221,24 @@ def run_plain_pyav(
 
 
 async def _record(
-    pool: list[PictureArray], frames: int, fps: float, mime: str, bps: int, timeslice: int, pixel_format: str
+    pool: list[PictureArray],
+    frames: int,
+    fps: float,
+    mime: str,
+    bps: int,
+    timeslice: int,
+    pixel_format: str,
+    live: bool | None,
 ) -> Run:
-    track = PoolTrack(pool, frames, fps, pixel_format)
+    track: UndeclaredPoolTrack
+    if live is None:
+        track = UndeclaredPoolTrack(pool, frames, fps, pixel_format)
+        if hasattr(track, "live"):
+            raise SystemExit("benchmark broken: the undeclared track has a `live` attribute")
+    elif live is False:
+        track = PoolTrack(pool, frames, fps, pixel_format)
+    else:
+        raise ValueError("a pool track is faster than real time: live must be False or None")
     recorder = MediaRecorder(MediaStream([track]), mimeType=mime, videoBitsPerSecond=bps)
     chunks: list[bytes] = []
     wall, cpu = time.perf_counter(), time.process_time()
@@ -214,10 +259,15 @@ def run_asyncrec(
     bps: int,
     timeslice: int,
     pixel_format: str = "yuv420p",
+    live: bool | None = False,
 ) -> Run:
-    """asyncrec recording ``frames`` frames of a non-live :class:`PoolTrack`; chunks kept in memory."""
+    """asyncrec recording ``frames`` frames of a non-live pool track; chunks kept in memory.
+
+    ``live=False``: a :class:`PoolTrack` (declares ``live = False``); ``live=None``: an
+    :class:`UndeclaredPoolTrack` (no ``live`` attribute; asyncrec judges it per frame).
+    """
     # A fresh loop per run (outside the timing), as a user's program would have.
-    return asyncio.run(_record(pool, frames, fps, mime, bps, timeslice, pixel_format))
+    return asyncio.run(_record(pool, frames, fps, mime, bps, timeslice, pixel_format, live))
 
 
 @dataclass
@@ -305,8 +355,8 @@ def machine_info() -> str:
 
 def patch_asyncrec_codec_threads(count: int) -> None:
     """EXPERIMENT, off by default: make asyncrec open its video encoders with ``count`` codec
-    threads instead of its own choice (0: FFmpeg's auto). Patches a private function; src is
-    not changed."""
-    from asyncrec import _worker
-
-    _worker.codec_threads = lambda encoder, width, height: count
+    threads instead of its own choice (0: FFmpeg's auto). Patches the name ``_container._add_video``
+    calls (imported there from ``_video``); src is not changed."""
+    if not hasattr(_container, "codec_threads"):
+        raise SystemExit("benchmark broken: asyncrec._container no longer uses codec_threads")
+    _container.codec_threads = lambda encoder, width, height: count

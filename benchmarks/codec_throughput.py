@@ -4,13 +4,14 @@ For each codec (H.264 in fragmented MP4, VP9 and AV1 in WebM) and picture size, 
 track hands out fresh frames made with ``VideoFrame.from_ndarray`` from pre-made pictures;
 asyncrec reads them on the loop and encodes on its worker thread. The baseline is one
 synchronous loop doing the same ``from_ndarray``, encode and mux with asyncrec's own settings
-(codec options, muxer and muxer options, bitrate, GOP, time base, thread count: imported from
-``asyncrec._formats`` / ``_worker`` via ``_common``). Every output is decoded afterwards and
-must hold every frame.
+(codec options, muxer and muxer options, bitrate, GOP, declared frame rate, time base, thread
+count: imported from ``asyncrec._formats``, ``_container``, ``_chunks`` and ``_video`` via
+``_common``). Every output is decoded afterwards and must hold every frame.
 
-Conversion: the same pictures as packed rgb24, which the encoder's scaler turns into yuv420p
-(on the worker thread in asyncrec, in the loop for the baseline), for one codec at 720p; the
-slowdown against yuv420p input is printed for each side.
+Conversion: the same pictures as packed rgb24, turned into yuv420p by swscale (in asyncrec by
+the ``format`` filter of its video path's filter graph, on the worker thread; in the baseline
+by PyAV's reformatter inside ``encode``, in the loop), for one codec at 720p; the slowdown
+against yuv420p input is printed for each side.
 
 Runs alternate between the sides and rotate over the cases, so drifting machine load hits
 everything alike; medians are compared.
@@ -47,7 +48,7 @@ from _common import (
     to_rgb24,
 )
 from asyncrec._formats import CODECS, DEFAULT_VIDEO_BITS_PER_SECOND, resolve_format
-from asyncrec._worker import codec_threads, recording_size
+from asyncrec._video import codec_threads, recording_size
 
 TARGET_RATIO = 0.9
 FPS = 30.0

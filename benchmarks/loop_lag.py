@@ -119,7 +119,9 @@ class Source:
         step = round(90000 / self._fps)
         for index in range(self._video_total):
             await self._paced(index, 1 / self._fps)
-            # A fresh frame each time: recorders set pts on the frames they are given.
+            # A fresh frame each time, as aiortc's decoder hands out: aiortc's recorder encodes the
+            # frames it is given and PyAV's encode() rebases their pts in place (asyncrec never
+            # writes into them).
             frame = av.VideoFrame.from_ndarray(self._pool[index % len(self._pool)], format="yuv420p")
             frame.pts = index * step
             frame.time_base = Fraction(1, 90000)
