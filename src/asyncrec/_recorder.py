@@ -116,6 +116,8 @@ class MediaRecorder:
         self._recordings: deque[Recording] = deque()
         self._last_queued: asyncio.Future[None] | None = None
         self._pump_waiting = False
+        self._pumping = False  # _pump is running: a nested call only asks it to go round again
+        self._pump_more = False
         self._request_ids = itertools.count(1)
         self._last_recording: Recording | None = None
 
@@ -395,6 +397,19 @@ class MediaRecorder:
     def _pump(self) -> None:
         """Move ready events of the oldest recording to the dispatcher, in order; the next
         recording's events follow once its ``stop`` is queued."""
+        if self._pumping:
+            self._pump_more = True  # e.g. an error queued while a chunk was being moved
+            return
+        self._pumping = True
+        try:
+            self._pump_more = True
+            while self._pump_more:
+                self._pump_more = False
+                self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
         while self._recordings:
             head = self._recordings[0]
             while head.slots and head.slots[0].event is not None:

@@ -117,11 +117,16 @@ class TrackInput:
         self._current: Arrival | None = None  # the frame being taken
         self._item: FrameItem | None = None  # ...once stamped, waiting for room
         self._samples_seen = 0.0
+        self.fanout: TrackFanout | None = None  # set when subscribed
 
     def push(self, arrival: Arrival) -> asyncio.Future[None] | None:
         recording = self._recording
         if recording.stopping:
-            return None  # arrived after stop(): not part of this recording
+            # Arrived after stop(): not part of this recording. (An abandoned recording
+            # could not leave the fan-out from __del__; it leaves now.)
+            if self.fanout is not None:
+                self.fanout.unsubscribe(self)
+            return None
         if arrival is not self._current:
             self._current, self._item = arrival, None
             self.counters.frames_in += 1
@@ -134,11 +139,14 @@ class TrackInput:
         if self._item is None:
             realtime = self.declared is True or (self.declared is None and arrival.realtime)
             if recording.clock.paused:
-                if realtime:
-                    self.counters.paused += 1  # a real-time source moves on; its paused frames are not kept
+                # A real-time source moves on: its paused frames are not kept. A faster
+                # one is held back until resume, unless others record it: a paused
+                # recorder must not stall them, so it skips instead.
+                if realtime or (self.fanout is not None and self.fanout.consumers > 1):
+                    self.counters.paused += 1
                     self._current = None
                     return None
-                return recording.running()  # a source faster than real time waits
+                return recording.running()
             self._item = self._stamp(arrival, realtime)
         item = self._item
         if item.droppable:
@@ -225,7 +233,7 @@ class Recording:
         """Start the worker and subscribe to every track."""
         self._worker.start()
         for track_input in self.inputs:
-            fan = fanout(track_input.track)
+            fan = track_input.fanout = fanout(track_input.track)
             self._fanouts.append(fan)
             fan.subscribe(track_input)
 
