@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import warnings
-from collections import deque
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -24,7 +23,6 @@ from ._errors import (
     SinkError,
 )
 from ._events import (
-    BlobEvent,
     ChunkIterator,
     Completion,
     ErrorEvent,
@@ -43,6 +41,7 @@ from ._formats import (
 )
 from ._options import milliseconds, timeslice_seconds, unsigned
 from ._recording import Recording
+from ._sequence import RecordingSequence
 from ._stats import RecorderStatistics
 from ._stream import MediaStream, Track
 
@@ -113,11 +112,7 @@ class MediaRecorder:
         self._recording: Recording | None = None  # the recording state applies to
         #: Every recording whose events are not all dispatched yet, oldest first: only
         #: the oldest one's events reach the dispatcher, so recordings never interleave.
-        self._recordings: deque[Recording] = deque()
-        self._last_queued: asyncio.Future[None] | None = None
-        self._pump_waiting = False
-        self._pumping = False  # _pump is running: a nested call only asks it to go round again
-        self._pump_more = False
+        self._recordings = RecordingSequence(self._dispatcher, self._check_backlog)
         self._request_ids = itertools.count(1)
         self._last_recording: Recording | None = None
 
@@ -325,7 +320,7 @@ class MediaRecorder:
             chunks_out=recording.chunks_out,
             bytes_out=recording.bytes_out,
             queue_depth=recording.queue_depth,
-            pending_events=self._dispatcher.pending + sum(len(r.slots) for r in self._recordings),
+            pending_events=self._dispatcher.pending + self._recordings.pending_events,
             iterator_backlog=self._dispatcher.iterator_backlog,
             encoder_busy_time=recording.counters.busy,
             recorded_time=recording.counters.media_time,
@@ -343,8 +338,8 @@ class MediaRecorder:
         cancelled: asyncio.CancelledError | None = None
         while True:
             try:
-                while self._recordings:
-                    await asyncio.shield(self._recordings[0].done)
+                while (head := self._recordings.head) is not None:
+                    await asyncio.shield(head.done)
                 await self._dispatcher.idle()
                 break
             except asyncio.CancelledError as exc:
@@ -394,50 +389,6 @@ class MediaRecorder:
         if self._constrained_bps is not None:
             self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
 
-    def _pump(self) -> None:
-        """Move ready events of the oldest recording to the dispatcher, in order; the next
-        recording's events follow once its ``stop`` is queued."""
-        if self._pumping:
-            self._pump_more = True  # e.g. an error queued while a chunk was being moved
-            return
-        self._pumping = True
-        try:
-            self._pump_more = True
-            while self._pump_more:
-                self._pump_more = False
-                self._pump_once()
-        finally:
-            self._pumping = False
-
-    def _pump_once(self) -> None:
-        while self._recordings:
-            head = self._recordings[0]
-            while head.slots and head.slots[0].event is not None:
-                slot = head.slots[0]
-                assert slot.event is not None
-                if slot.event.type == "stop" and self._last_queued is not None and not self._last_queued.done():
-                    # Every event before "stop" is delivered first, so an error that a
-                    # sink raises on the final chunk still comes before "stop".
-                    if not self._pump_waiting:
-                        self._pump_waiting = True
-                        self._last_queued.add_done_callback(self._pump_again)
-                    return
-                head.slots.popleft()
-                queued = self._last_queued = self._dispatcher.queue(slot.event, slot.before)
-                _chain(queued, slot.done)
-                if isinstance(slot.event, BlobEvent):
-                    self._check_backlog(head)
-                if slot.event.type == "stop":
-                    head.stop_queued = True
-                    break
-            if not head.stop_queued:
-                return
-            self._recordings.popleft()
-
-    def _pump_again(self, _: object) -> None:
-        self._pump_waiting = False
-        self._pump()
-
     def _check_backlog(self, recording: Recording) -> None:
         backlog = self._dispatcher.undelivered_bytes
         if backlog > self.max_undelivered_bytes and self._recording is recording and self._state != "inactive":
@@ -462,12 +413,13 @@ class MediaRecorder:
     def _sink_failed(self, error: SinkError) -> None:
         """A ``dataavailable`` handler raised SinkError: the recording whose chunk it was
         (the oldest, whose events are being dispatched) stops with that error."""
-        if self._recordings:
-            self._recording_failed(self._recordings[0], error)
+        head = self._recordings.head
+        if head is not None:
+            self._recording_failed(head, error)
 
     # RecordingOwner: what a recording reports, on the loop.
     def _recording_ready(self, recording: Recording) -> None:
-        self._pump()
+        self._recordings.pump()
 
     def _recording_failed(self, recording: Recording, error: AsyncrecError) -> None:
         if recording.failed:
@@ -489,13 +441,3 @@ class MediaRecorder:
             if self._state != "inactive":
                 self._inactivate()
             self._recording = None
-
-
-def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
-    """Complete ``target`` when ``source`` completes."""
-
-    def copy(_: asyncio.Future[None]) -> None:
-        if not target.done():
-            target.set_result(None)
-
-    source.add_done_callback(copy)
