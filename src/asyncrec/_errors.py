@@ -27,7 +27,6 @@ from collections.abc import Iterator
 
 import av
 
-
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 

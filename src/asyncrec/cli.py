@@ -23,8 +23,8 @@ from ._errors import AsyncrecError, NotSupportedError
 from ._formats import CONTAINERS, check_type
 from ._recorder import MediaRecorder
 from ._sink import FileSink
-from ._stream import MediaStream, Track
-from .sources import enumerateDevices, getUserMedia, open_media
+from ._stream import MediaStream
+from .sources import SourceStream, enumerateDevices, getUserMedia, open_media
 
 #: The container each extension records to when no --mime is given (.opus is Ogg too).
 EXTENSIONS = {spec.extension: spec.mime for spec in CONTAINERS.values()} | {".opus": "audio/ogg"}
@@ -148,8 +148,9 @@ async def _devices(fake: bool | None) -> int:
     return 0
 
 
-async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool) -> list[Track]:
-    tracks: list[Track] = []
+async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool) -> list[SourceStream]:
+    """Open every ``--source``; on failure, what was opened is closed again."""
+    streams: list[SourceStream] = []
     try:
         for source in sources:
             kind, _, value = source.partition(":")
@@ -162,12 +163,12 @@ async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool)
                 stream = await getUserMedia(audio={"deviceId": {"exact": value}})
             else:
                 stream = await open_media(value, realtime=realtime)
-            tracks.extend(stream.getTracks())
+            streams.append(stream)
     except BaseException:
-        for track in tracks:
-            track.stop()  # type: ignore[attr-defined]
+        for opened in streams:
+            await opened.aclose()
         raise
-    return tracks
+    return streams
 
 
 @dataclass
@@ -192,7 +193,8 @@ class _Progress:
 
 async def _record(args: argparse.Namespace, mime: str) -> int:
     sources = args.source or ["default"]
-    tracks = await _open_sources(sources, audio_only=mime.startswith("audio/"), realtime=args.realtime)
+    streams = await _open_sources(sources, audio_only=mime.startswith("audio/"), realtime=args.realtime)
+    tracks = [track for stream in streams for track in stream.getTracks()]
     stop = asyncio.Event()
     try:
         with _stop_on_signals(stop):
@@ -213,8 +215,8 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
                 await _wait(stop, args.duration, progress)
                 await recorder.stop()
     finally:
-        for track in tracks:
-            track.stop()  # type: ignore[attr-defined]
+        for stream in streams:
+            await stream.aclose()  # devices free, reader threads gone
     # The sink's own failure too: a file cut short must never exit 0, however the
     # recorder reported it.
     if sink.error is not None and not failures:

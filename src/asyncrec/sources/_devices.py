@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._errors import NotFoundError, OverconstrainedError
-from .._stream import MediaStream
 from ._reader import InputSpec, MediaReader, SourceTrack
+from ._source_stream import SourceStream
 
 FAKE_CAMERA = "fake-camera"
 FAKE_MICROPHONE = "fake-microphone"
@@ -260,13 +260,15 @@ def _audio_input(constraints: dict[str, Any], fake: bool) -> InputSpec:
 
 async def getUserMedia(  # noqa: N802 - W3C spelling
     *, audio: Constraints = False, video: Constraints = False, fake: bool | None = None
-) -> MediaStream:
+) -> SourceStream:
     """Open a camera and/or a microphone (or the fake ones) as a live MediaStream.
 
     ``audio``/``video`` are True or a dict of constraints: ``deviceId``, ``width``,
     ``height``, ``frameRate``, ``sampleRate``, ``channelCount``; a bare value is ideal
     (the nearest possible is used), a dict may give ``exact``, ``ideal``, ``min``, ``max``.
-    Frames carry the device's capture timestamps; ``track.stop()`` releases the device.
+    Frames carry the device's capture timestamps. ``await stream.aclose()`` (or
+    ``async with stream:``) releases the devices and waits for their threads; so does
+    ``track.stop()`` of every track of a device, without waiting (see :class:`SourceStream`).
 
     Raises:
         TypeError: neither audio nor video was asked for, or a constraint is malformed.
@@ -286,17 +288,19 @@ async def getUserMedia(  # noqa: N802 - W3C spelling
     if wanted_audio is not None:
         specs.append(("audio", _audio_input(wanted_audio, use_fake), wanted_audio))
     tracks: list[SourceTrack] = []
+    readers: list[MediaReader] = []
     try:
         for kind, spec, constraints in specs:
             reader = MediaReader(spec, live=True, kinds=(kind,))
-            opened = await reader.open()
-            tracks.extend(opened)
+            readers.append(reader)
+            tracks.extend(await reader.open())
             _check_opened(kind, reader, constraints)
     except BaseException:
-        for track in tracks:
-            track.stop()
+        # Not waited for: the error (or the cancellation) goes on at once; the threads
+        # close their devices and exit by themselves.
+        SourceStream(tracks, readers).close()
         raise
-    return MediaStream(tracks)
+    return SourceStream(tracks, readers)
 
 
 def _check_opened(kind: str, reader: MediaReader, constraints: dict[str, Any]) -> None:

@@ -10,6 +10,11 @@ busy.
 Overflow, per track: a live input (device, real-time file) drops its oldest frames when
 nobody takes them (nothing reads a device's past); an input that is not live (a file read
 as fast as possible) waits for room, so nothing is lost.
+
+Lifetime: the reader closes when ``close()`` is called (its stream's ``aclose()``, or the
+stop of its last track), when the loop that reads its tracks has closed, or when its tracks
+are garbage-collected while it still runs (with a ResourceWarning). Its thread closes the
+container and exits; ``wait_closed()`` awaits that.
 """
 
 from __future__ import annotations
@@ -19,17 +24,21 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .._errors import AsyncrecError, NotFoundError, NotReadableError
+from .._errors import AsyncrecError, InvalidStateError, NotFoundError, NotReadableError
+from ._sync import Pacer, Signal
 
-logger = logging.getLogger("asyncrec")
+logger = logging.getLogger(__name__)
 
 #: Frames a track may have waiting: about 1 s of video, 2 s of audio.
 QUEUE_LIMITS = {"video": 30, "audio": 100}
@@ -82,7 +91,7 @@ class _Queue:
         self.dropped = 0
 
     # reader thread
-    def put(self, frame: Any, stopping: threading.Event) -> None:
+    def put(self, frame: Any, should_stop: Callable[[], bool]) -> None:
         with self.cond:
             if self.closed:
                 return
@@ -91,7 +100,9 @@ class _Queue:
                     self.frames.popleft()
                     self.dropped += 1
                 else:
-                    while len(self.frames) >= self.limit and not self.closed and not stopping.is_set():
+                    # Waits in short steps: a stop, an abandoned track or a closed loop only
+                    # set flags (no notify), and must end this wait promptly too.
+                    while len(self.frames) >= self.limit and not self.closed and not should_stop():
                         if not self.consumed and self.reading.for_longer_than(UNREAD_GRACE):
                             # Nobody reads this track (an audio-only recording of a video
                             # file): drop its oldest frame rather than stall the others.
@@ -99,7 +110,7 @@ class _Queue:
                             self.dropped += 1
                             break
                         self.cond.wait(0.1)
-                    if self.closed or stopping.is_set():
+                    if self.closed or should_stop():
                         return
             self.frames.append(frame)
             wake = self.waiter is not None
@@ -111,6 +122,11 @@ class _Queue:
             self.ended = True
             self.cond.notify_all()
         self._call(self._wake)
+
+    def consumer_gone(self) -> bool:
+        """True once the loop that read this track is closed: nobody will read it again."""
+        loop = self.loop
+        return loop is not None and loop.is_closed()
 
     def _call(self, callback: Callable[[], None]) -> None:
         if self.loop is not None:
@@ -124,6 +140,9 @@ class _Queue:
             waiter.set_result(None)
 
     async def get(self) -> Any:
+        # Set at every get, not only when waiting: a consumer that always finds frames ready
+        # must still be seen gone when its loop closes (consumer_gone).
+        self.loop = asyncio.get_running_loop()
         if not self.consumed:
             self.consumed = True
             self.reading.mark()
@@ -135,25 +154,38 @@ class _Queue:
                     return frame
                 if self.ended or self.closed:
                     raise MediaStreamError
-                self.loop = asyncio.get_running_loop()
                 self.waiter = self.loop.create_future()
                 waiter = self.waiter
             await waiter
 
+    # any thread
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.frames.clear()
             self.cond.notify_all()
-        self._wake()
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake()
+        else:  # the waiter belongs to the loop: resolve it there
+            self._call(self._wake)
+
+    def abandon(self) -> None:
+        """Close without taking the lock: for a finalizer, which may run on a thread that
+        holds it (the garbage collector runs wherever it is triggered). The reader thread
+        sees the flag within one wait step; the frames go with the queue."""
+        self.closed = True
 
 
 class SourceTrack(MediaStreamTrack):
     """A track fed by a :class:`MediaReader` (a device, a fake device or a media file).
 
     ``label`` names the device or file. ``live`` is True for devices and real-time
-    files. ``stop()`` ends the track; when every track of an input has stopped, the input
-    is closed and the device released.
+    files. ``stop()`` ends the track; when every track of an input has stopped (or been
+    garbage-collected), the input is closed and the device released.
     """
 
     def __init__(self, reader: MediaReader, kind: str, queue: _Queue) -> None:
@@ -163,6 +195,11 @@ class SourceTrack(MediaStreamTrack):
         self._queue = queue
         self.label = reader.spec.label
         self.live = queue.live
+        #: The tracks of one input share a time origin, so a file's offsets between its
+        #: tracks are kept at any reading pace.
+        self.clock_domain = reader.clock_domain
+        #: The input's constant frame rate (video), declared in recordings.
+        self.frame_rate = reader.frame_rate if kind == "video" else None
         #: Set to False to record black frames or silence in its place (the spec's
         #: "not enabled"); the recorder honours it for any track.
         self.enabled = True
@@ -194,7 +231,10 @@ class SourceTrack(MediaStreamTrack):
 class MediaReader:
     """Reads one input on its own thread (see the module docstring).
 
-    Use :meth:`open` (a coroutine: the input is opened on the thread) to get the tracks.
+    Use :meth:`open` (a coroutine: the input is opened on the thread) to get the tracks,
+    :meth:`close` then :meth:`wait_closed` to release the input. The reader holds its
+    tracks weakly (the thread keeps the reader alive, not them), so that tracks nobody
+    holds any more release the input.
     """
 
     def __init__(
@@ -212,18 +252,39 @@ class MediaReader:
         self._loop_media = loop_media
         self._kinds = kinds
         self._stopping = threading.Event()
+        # Set instead of _stopping by a finalizer, which must not take locks (see _Queue.abandon).
+        self._abandoned = False
         # An input that is not live waits for its first reader: nothing read before the
         # recorder starts is lost (a live device is read at once and drops when unread).
         self._reading = _Reading()
         self._thread = threading.Thread(target=self._run, name="asyncrec-source", daemon=True)
+        self._started = False
         self._queues: dict[int, _Queue] = {}
-        self._open_done = threading.Event()
+        self._opened = Signal()  # the input is open, or failed to open
+        self._exited = Signal()  # the container is closed and the thread is leaving
         self._open_error: AsyncrecError | None = None
-        self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
-        self.tracks: list[SourceTrack] = []
+        self._track_refs: list[weakref.ref[SourceTrack]] = []
         #: Per kind: what the input really gives (width, height, rate, channels).
         self.stream_info: dict[str, dict[str, int]] = {}
+        #: The video stream's declared frame rate, if it has a constant one.
+        self.frame_rate: Fraction | None = None
+        #: The tracks of one input share a time origin (see asyncrec._clock).
+        self.clock_domain = object()
         self._container: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.label or self.spec.url
+
+    @property
+    def tracks(self) -> list[SourceTrack]:
+        """The tracks of the input that still exist (made by :meth:`open`)."""
+        return [track for ref in self._track_refs if (track := ref()) is not None]
+
+    @property
+    def closed(self) -> bool:
+        """True once the reader was told to close (its thread may still be ending)."""
+        return self._stopping.is_set() or self._abandoned
 
     async def open(self) -> list[SourceTrack]:
         """Open the input (on its thread) and return one track per kind it has.
@@ -231,14 +292,12 @@ class MediaReader:
         Raises:
             NotFoundError: the device or file does not exist.
             NotReadableError: it exists but cannot be opened or has none of the kinds.
+            InvalidStateError: the reader was closed before it was opened.
         Cancelling the wait closes the input.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._notify = (loop, done)
-        self._thread.start()
+        self._start()
         try:
-            await asyncio.shield(done)
+            await self._opened.wait()
         except BaseException:  # cancelled: close the input, and the cancellation goes on
             self.close()
             raise
@@ -247,64 +306,111 @@ class MediaReader:
     def open_blocking(self, timeout: float | None = None) -> list[SourceTrack]:
         """Like :meth:`open`, for a caller that is not on an event loop (or accepts
         waiting on it). Raises TimeoutError when the input takes longer than ``timeout``."""
-        if not self._thread.is_alive() and not self._open_done.is_set():
-            self._thread.start()
-        if not self._open_done.wait(timeout):
+        self._start()
+        if not self._opened.wait_blocking(timeout):
             self.close()
-            raise TimeoutError(f"opening {self.spec.label or self.spec.url} took more than {timeout} s")
+            raise TimeoutError(f"opening {self.name} took more than {timeout} s")
         return self._result()
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self.closed:  # never open a device only to close it
+            self._open_error = InvalidStateError(f"{self.name} was closed before it was opened")
+            self._opened.set()
+            self._exited.set()
+            return
+        self._thread.start()
 
     def _result(self) -> list[SourceTrack]:
         if self._open_error is not None:
             raise self._open_error
-        if not self.tracks:
-            self.tracks = [SourceTrack(self, q.kind, q) for q in self._queues.values()]
-        return self.tracks
+        if self._track_refs:
+            return self.tracks
+        tracks = [SourceTrack(self, q.kind, q) for q in self._queues.values()]
+        for track in tracks:
+            # A track dropped while live is stopped by the garbage collector. Not at exit:
+            # the daemon thread dies with the interpreter anyway.
+            weakref.finalize(track, self._track_collected, track._queue).atexit = False
+        self._track_refs = [weakref.ref(track) for track in tracks]
+        return tracks
 
     def close(self) -> None:
-        """Stop reading and release the input (on its thread). Idempotent, never blocks."""
+        """Stop reading and release the input (on its thread). Idempotent, never blocks,
+        callable from any thread."""
         self._stopping.set()
         self._reading.mark()
-        for queue in self._queues.values():
+        for queue in list(self._queues.values()):
             queue.close()
+
+    async def wait_closed(self) -> None:
+        """Wait, without blocking the loop, until the thread has closed the input and exited
+        (at once if it never started). Does not close it: call :meth:`close` first.
+
+        Cancellation only stops this wait; the thread goes on to its end.
+        """
+        if not self._started:
+            return
+        await self._exited.wait()
+        # _exited is set as the thread's last act; what remains is the threading module's
+        # bookkeeping (microseconds, no event to await), so poll rather than block in join().
+        while self._thread.is_alive():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
 
     def _track_stopped(self) -> None:
         if all(t.readyState == "ended" for t in self.tracks):
             self.close()
 
+    def _track_collected(self, queue: _Queue) -> None:
+        """Finalizer of a track: it runs wherever the garbage collector does, maybe on the
+        reader thread inside one of its locks, so it only sets flags (no lock, no notify);
+        the thread sees them within one wait step."""
+        queue.abandon()
+        if self.closed or self._exited.is_set() or any(t.readyState == "live" for t in self.tracks):
+            return  # already released, ended by itself, or another track still reads it
+        self._abandoned = True
+        warnings.warn(
+            f"asyncrec source {self.name!r} was dropped without aclose() or stop(); closing it",
+            ResourceWarning,
+            stacklevel=1,
+        )
+
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._open_on_thread()
-        except AsyncrecError as exc:
-            self._open_error = exc
-            self._opened()
-            return
-        self._opened()
-        try:
-            self._read_all()
+            if self._open_input():
+                self._read_all()
         except Exception:  # a bug or a failing device: the tracks end, the recorder goes on
-            logger.warning("input %s failed", self.spec.label or self.spec.url, exc_info=True)
+            logger.warning("input %s failed", self.name, exc_info=True)
         finally:
             for queue in self._queues.values():
                 queue.end()
+            # Closed here, on the thread that used it (FFmpeg contexts are not thread-safe).
             with contextlib.suppress(Exception):
-                self._container.close()
+                if self._container is not None:
+                    self._container.close()
+            self._container = None
+            self._exited.set()
 
-    def _opened(self) -> None:
-        self._open_done.set()
-        if self._notify is not None:
-            loop, done = self._notify
-
-            def resolve() -> None:
-                if not done.done():
-                    done.set_result(None)
-
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(resolve)
+    def _open_input(self) -> bool:
+        """Open on the thread; True when it can be read. Every failure becomes the error
+        that open() raises, so open() never waits for nothing."""
+        try:
+            if self.closed:
+                raise InvalidStateError(f"{self.name} was closed before it was opened")
+            self._open_on_thread()
+        except AsyncrecError as exc:
+            self._open_error = exc
+        except Exception as exc:
+            logger.warning("opening %s failed", self.name, exc_info=True)
+            self._open_error = NotReadableError(f"cannot open {self.name}: {exc}")
+        finally:
+            self._opened.set()
+        return self._open_error is None
 
     def _open_on_thread(self) -> None:
-        name = self.spec.label or self.spec.url
+        name = self.name
         try:
             self._container = av.open(self.spec.url, format=self.spec.format, options=self.spec.options or {})
         except FileNotFoundError as exc:
@@ -320,29 +426,35 @@ class MediaReader:
                 ctx = stream.codec_context
                 if kind == "video":
                     self.stream_info[kind] = {"width": ctx.width, "height": ctx.height}
+                    # Declared only when constant: average and base rates agree.
+                    rate = stream.average_rate
+                    if rate and rate == stream.base_rate:
+                        self.frame_rate = Fraction(rate)
                 else:
                     self.stream_info[kind] = {"rate": ctx.sample_rate, "channels": ctx.channels}
         if not self._queues:
-            self._container.close()
             raise NotReadableError(f"{name} has no {' or '.join(self._kinds)}")
 
     def _consumer_gone(self) -> bool:
         """True once the loop that reads the tracks is closed: nobody will read again."""
-        return any(q.loop is not None and q.loop.is_closed() for q in self._queues.values())
+        return any(q.consumer_gone() for q in self._queues.values())
+
+    def _should_stop(self) -> bool:
+        return self._stopping.is_set() or self._abandoned or self._consumer_gone()
 
     def _read_all(self) -> None:
         if not self._live:
             while not self._reading.event.wait(0.25):
-                if self._stopping.is_set():
+                if self._should_stop():
                     return
         container = self._container
         streams = [s for s in container.streams if s.index in self._queues]
-        pacer = _Pacer(self._stopping) if self._realtime else None
+        pacer = Pacer(self._stopping) if self._realtime else None
         offset = 0.0  # media time added to each pass when looping
-        while not self._stopping.is_set():
+        while not self._should_stop():
             last = 0.0
             for packet in container.demux(streams):
-                if self._stopping.is_set() or self._consumer_gone():
+                if self._should_stop():
                     return
                 queue = self._queues[packet.stream.index]
                 for frame in packet.decode():
@@ -354,26 +466,8 @@ class MediaReader:
                             at += offset
                         if pacer is not None:
                             pacer.wait_until(at)
-                    queue.put(frame, self._stopping)
+                    queue.put(frame, self._should_stop)
             if not self._loop_media:
                 return
             offset += last + 0.04  # one frame after the last, so time keeps increasing
             container.seek(0)
-
-
-class _Pacer:
-    """Waits on the reader thread until a media time is due (real-time files)."""
-
-    def __init__(self, stopping: threading.Event) -> None:
-        self._stopping = stopping
-        self._start: float | None = None
-        self._first: float | None = None
-
-    def wait_until(self, at: float) -> None:
-        now = time.monotonic()
-        if self._start is None or self._first is None:
-            self._start, self._first = now, at
-            return
-        delay = self._start + (at - self._first) - now
-        if delay > 0:
-            self._stopping.wait(delay)  # interruptible, unlike a sleep
