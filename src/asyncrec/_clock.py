@@ -15,8 +15,10 @@ The rule (GStreamer's running time is the model: a base time, segments, pauses):
   its own: aiortc's remote tracks are, since RTP timestamps start at random values.
 * **The recording's clock** starts (0) at the first frame of any track; it counts wall
   time for sources that run at real time, minus the paused spans. A domain's origin is
-  placed at the recording's clock time when its first frame arrives; the worker later
-  shifts the whole recording so that its earliest frame is at 0.
+  placed at the recording's clock time when its first frame arrives, or at 0 for a track
+  that says it is not live (``live = False``: when a source that makes frames as fast as
+  it can delivers its first one means nothing); the worker later shifts the whole
+  recording so that its earliest frame is at 0.
 * **Discontinuities** (a timestamp going backwards, or jumping forwards by more than
   ``MAX_JUMP``; looping files, restarted sources, RTP wrap-around) re-anchor that track:
   it goes on one frame spacing after its last frame, or at the recording's clock if it
@@ -104,6 +106,7 @@ class _Domain:
 class _TrackClock:
     domain: object
     declared_live: bool
+    declared_not_live: bool
     anchor_source: float | None = None
     anchor_media: float = 0.0
     last_source: float | None = None
@@ -122,7 +125,10 @@ class RecordingClock:
     """
 
     def __init__(self, domains: list[object], live: list[bool | None]) -> None:
-        self._tracks = [_TrackClock(domain, declared is True) for domain, declared in zip(domains, live, strict=True)]
+        self._tracks = [
+            _TrackClock(domain, declared is True, declared is False)
+            for domain, declared in zip(domains, live, strict=True)
+        ]
         self._domains: dict[object, _Domain] = {}
         self._zero: float | None = None
         self._paused_total = 0.0
@@ -202,7 +208,10 @@ class RecordingClock:
     def _anchor_to_domain(self, clock: _TrackClock, source_time: float, wall: float) -> None:
         domain = self._domains.get(clock.domain)
         if domain is None:
-            domain = self._domains[clock.domain] = _Domain(source_time, wall)
+            # A source that says it is not live makes frames as fast as it can: when its
+            # first one arrived says nothing of its timeline, which starts with the
+            # recording's.
+            domain = self._domains[clock.domain] = _Domain(source_time, 0.0 if clock.declared_not_live else wall)
         clock.anchor_source = domain.source
         clock.anchor_media = domain.media
 
