@@ -22,8 +22,8 @@ The rule (GStreamer's running time is the model: a base time, segments, pauses):
 * **Discontinuities** (a timestamp going backwards, or jumping forwards by more than
   ``MAX_JUMP``; looping files, restarted sources, RTP wrap-around) re-anchor that track:
   it goes on one frame spacing after its last frame, or at the recording's clock if it
-  runs at real time and that is later. A real-time track that drifts more than
-  ``MAX_DRIFT`` from the wall clock is re-anchored the same way.
+  runs at real time and that is later. Frames that arrive late (a busy machine, a
+  network) keep their timestamps: lateness is not a discontinuity.
 * **Frames without timestamps** are placed at their arrival (real-time tracks), or one
   frame spacing after the track's last frame (1/30 s for video when they come faster
   than real time); audio without timestamps is clocked by its sample count (the
@@ -41,8 +41,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: A real-time source this far from the wall clock is re-anchored to it (seconds).
-MAX_DRIFT = 1.0
 #: A forward jump larger than this between two frames of a track is a discontinuity.
 MAX_JUMP = 5.0
 #: The smallest step between two frames of a track (the WebM time base is 1 ms).
@@ -185,7 +183,7 @@ class RecordingClock:
         else:
             if clock.anchor_source is None:
                 self._anchor_to_domain(clock, source_time, wall)
-            elif (clock.resumed and realtime) or self._discontinuous(clock, source_time, wall):
+            elif (clock.resumed and realtime) or self._discontinuous(clock, source_time):
                 # After a pause a real-time source has moved on by the paused span,
                 # which the timeline leaves out: it goes on where the recording is.
                 clock.anchor_source = source_time
@@ -226,13 +224,8 @@ class RecordingClock:
         return clock.last_media + (gap if gap >= MIN_REALTIME_STEP else max(clock.last_step, DEFAULT_STEP))
 
     @staticmethod
-    def _discontinuous(clock: _TrackClock, source_time: float, wall: float) -> bool:
-        assert clock.anchor_source is not None
-        if clock.last_source is not None:
-            step = source_time - clock.last_source
-            if step < 0 or step > MAX_JUMP:
-                return True
-        if clock.declared_live:
-            media = clock.anchor_media + (source_time - clock.anchor_source)
-            return abs(media - wall) > MAX_DRIFT
-        return False
+    def _discontinuous(clock: _TrackClock, source_time: float) -> bool:
+        if clock.last_source is None:
+            return False
+        step = source_time - clock.last_source
+        return step < 0 or step > MAX_JUMP

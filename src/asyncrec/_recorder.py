@@ -325,6 +325,7 @@ class MediaRecorder:
             encoder_busy_time=recording.counters.busy,
             recorded_time=recording.counters.media_time,
             av_offset=recording.counters.av_offset,
+            queued_bytes=recording.handoff.queued_bytes(),
         )
 
     async def aclose(self) -> None:

@@ -45,3 +45,5 @@ class RecorderStatistics:
     #: Where the recorded audio stands against the video clock (s; positive: audio
     #: late); video follows the clock exactly. None without audio.
     av_offset: float | None = None
+    #: Bytes of frame data waiting for the worker (bounded per track: see the README).
+    queued_bytes: int = 0

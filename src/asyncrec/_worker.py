@@ -38,7 +38,7 @@ from ._chunks import Chunk, ChunkCutter
 from ._container import StreamSetup, WorkerSettings, open_container
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import Format
-from ._handoff import Cut, FrameItem, HandOff, Item, Pause, Resume, Stop, monotonic
+from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
 from ._video import VideoPath, black_frame, worker_finished, worker_started
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,10 @@ class RecordingWorker:
         while True:
             items = self._handoff.take(self._timeout())
             now = monotonic()
-            stale = self._stale(items, now) if self._container is not None else set()
+            newest = {item.track: item for item in items if isinstance(item, FrameItem) and item.droppable}
             for item in items:
                 if isinstance(item, FrameItem):
-                    if id(item) in stale:
+                    if self._stale(item, newest):
                         self.counters.dropped[item.track] += 1
                     else:
                         self._frame(item)
@@ -196,20 +196,16 @@ class RecordingWorker:
             self._timers(monotonic())
             self._flush_outputs()
 
-    def _stale(self, items: list[Item], now: float) -> set[int]:
-        """Real-time video frames that waited too long, all but each track's newest."""
-        newest: dict[int, FrameItem] = {}
-        for item in items:
-            if isinstance(item, FrameItem) and item.droppable:
-                newest[item.track] = item
-        return {
-            id(item)
-            for item in items
-            if isinstance(item, FrameItem)
-            and item.droppable
-            and now - item.arrival > STALE_AFTER
+    def _stale(self, item: FrameItem, newest: dict[int, FrameItem]) -> bool:
+        """Whether ``item`` is real-time video that has waited too long for the encoder
+        (judged as it comes up, so a slow batch does not encode frames gone stale while
+        it ran) and a newer frame of its track is at hand."""
+        return (
+            item.droppable
+            and self._container is not None
             and newest[item.track] is not item
-        }
+            and monotonic() - item.arrival > STALE_AFTER
+        )
 
     def _timeout(self) -> float | None:
         deadlines = [d for d in (self._cutter.deadline(), self._preopen.deadline) if d is not None]
