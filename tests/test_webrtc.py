@@ -126,3 +126,60 @@ async def test_sample_track_frames_fit_aiortc_audio_sender() -> None:
     assert frame.format.name == "s16", f"SampleTrack sends {frame.format.name} frames; aiortc's sender needs s16"
     payloads, _timestamp = OpusEncoder().encode(frame)
     assert isinstance(payloads, list)
+
+
+async def test_two_recorders_on_one_remote_stream_each_get_every_frame(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """What examples/whip_app.py does: a file recording and an audio-only one of the same
+    remote tracks. aiortc's remote tracks can be read only once; asyncrec fans them out."""
+    sender, receiver = peers
+    local_tracks: list[MediaStreamTrack] = [FrameTrack(moving_pattern(160, 120), fps=FPS), SampleTrack(sine_tone(440))]
+    remote = MediaStream()
+    both_tracks = asyncio.get_running_loop().create_future()
+
+    @receiver.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        remote.addTrack(track)
+        if len(remote.getTracks()) == 2 and not both_tracks.done():
+            both_tracks.set_result(None)
+
+    files = {"av": tmp_path / "av.webm", "audio": tmp_path / "audio.webm"}
+    chunks: dict[str, list[bytes]] = {name: [] for name in files}
+    try:
+        for track in local_tracks:
+            sender.addTrack(track)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        await asyncio.wait_for(both_tracks, CONNECT_TIMEOUT)
+        recorders = {
+            "av": MediaRecorder(remote, mimeType="video/webm;codecs=vp8,opus"),
+            "audio": MediaRecorder(remote, mimeType="audio/webm"),
+        }
+        for name, recorder in recorders.items():
+            recorder.ondataavailable = lambda event, name=name: chunks[name].append(event.data)
+        await asyncio.gather(*(r.start(TIMESLICE_MS) for r in recorders.values()))
+        await asyncio.sleep(RECORD_SECONDS)
+        await asyncio.gather(*(r.stop() for r in recorders.values()))
+    finally:
+        for track in local_tracks:
+            track.stop()
+
+    stats = {name: {t.kind: t for t in r.statistics().tracks} for name, r in recorders.items()}
+    durations = {}
+    for name, path in files.items():
+        path.write_bytes(b"".join(chunks[name]))
+        assert ffmpeg_decode_errors(path) == "", name
+        durations[name] = {
+            s["codec_type"]: float(s.get("duration") or ffprobe_duration(path)) for s in ffprobe_streams(path)
+        }
+    # Both recorders saw the same audio frames (started together: within a frame or two),
+    # and each holds the whole time, not half of it as when each called recv() itself.
+    audio_in = [stats[name]["audio"].frames_in for name in files]
+    assert abs(audio_in[0] - audio_in[1]) <= 3, audio_in
+    assert min(audio_in) >= RECORD_SECONDS / 0.020 * 0.8, audio_in
+    assert stats["av"]["video"].frames_in >= FPS * RECORD_SECONDS * 0.6
+    assert durations["audio"]["audio"] == pytest.approx(durations["av"]["audio"], abs=0.1)
+    assert durations["av"]["audio"] >= RECORD_SECONDS * 0.8, durations
