@@ -144,6 +144,12 @@ class AudioPath:
         """The last packets. A source that went quiet before ``until`` (the recording's
         end on its clock) is padded with silence up to it."""
         self._drain_converter()
+        if self._next_pts is None:
+            # The track sent nothing at all (it ended before its first frame): silence
+            # up to the video's end keeps the declared stream honest.
+            self._next_pts = 0
+            if until is not None and until > 0:
+                self._silence(until)
         written = self._written_end()
         if until is not None and self._end is not None and until - written > TRAILING_GAP:
             self._silence(until - written)

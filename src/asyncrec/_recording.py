@@ -225,6 +225,7 @@ class Recording:
         #: The ``stop`` event has gone to the dispatcher.
         self.stop_queued = False
         self._running: asyncio.Future[None] | None = None  # pending while paused
+        self._tail: list[Chunk] = []  # chunks cut after stop(), for the final one
         self.chunks_out = 0
         self.bytes_out = 0
 
@@ -315,18 +316,32 @@ class Recording:
         return slot.done
 
     def _place_chunk(self, chunk: Chunk) -> None:
-        event = BlobEvent("dataavailable", chunk.data, chunk.timecode)
         if chunk.request is not None:
             for slot in self.slots:
                 if slot.event is None and slot.request == chunk.request:
-                    slot.event = event
+                    slot.event = self._blob(chunk.data, chunk.timecode)
                     return
-        # Data the worker produced before a requested chunk comes before it.
-        for position, slot in enumerate(self.slots):
-            if slot.event is None:
-                self.slots.insert(position, Slot(event, self._loop.create_future()))
-                return
-        self.slots.append(Slot(event, self._loop.create_future()))
+        pending = next((n for n, slot in enumerate(self.slots) if slot.event is None), None)
+        if pending is not None:
+            # Data the worker produced before a requested chunk comes before it.
+            self.slots.insert(pending, Slot(self._blob(chunk.data, chunk.timecode), self._loop.create_future()))
+            return
+        if self.stopping and not chunk.final:
+            # After stop() everything left goes into the one final chunk, as the spec
+            # says (the worker still encodes the frames taken before stop()).
+            self._tail.append(chunk)
+            return
+        data, timecode = chunk.data, chunk.timecode
+        if self._tail:
+            data = b"".join(c.data for c in self._tail) + data
+            timecode = next((c.timecode for c in self._tail if c.data), timecode)
+            self._tail.clear()
+        self.slots.append(Slot(self._blob(data, timecode), self._loop.create_future()))
+
+    def _blob(self, data: bytes, timecode: float) -> BlobEvent:
+        self.chunks_out += 1
+        self.bytes_out += len(data)
+        return BlobEvent("dataavailable", data, timecode)
 
     # -- worker results -------------------------------------------------------------------------
     def _post_from_worker(self, outputs: list[Output]) -> None:
@@ -339,8 +354,6 @@ class Recording:
     def _on_outputs(self, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, Chunk):
-                self.chunks_out += 1
-                self.bytes_out += len(output.data)
                 self._place_chunk(output)
             elif isinstance(output, Failure):
                 self._owner._recording_failed(self, output.error)
@@ -353,7 +366,7 @@ class Recording:
         self._worker.join()  # it has reported Finished: this returns at once
         for slot in self.slots:
             if slot.event is None:  # a request the worker could not answer
-                slot.event = BlobEvent("dataavailable", b"", 0.0)
+                slot.event = self._blob(b"", 0.0)
         self.finished = True
         self._owner._recording_finished(self)
         self.slots.append(Slot(Event("stop"), self.done))
