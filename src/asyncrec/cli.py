@@ -11,28 +11,58 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._errors import AsyncrecError, NotSupportedError
-from ._formats import CONTAINERS, check_type
+from ._errors import AsyncrecError, NotFoundError, NotReadableError, NotSupportedError
+from ._formats import (
+    CONTAINERS,
+    DEFAULT_AUDIO_BITS_PER_SECOND,
+    DEFAULT_VIDEO_BITS_PER_SECOND,
+    check_type,
+    parse_mime_type,
+)
 from ._recorder import MediaRecorder
 from ._sink import FileSink
 from ._stream import MediaStream
 from .sources import SourceStream, enumerateDevices, getUserMedia, open_media
+from .sources._devices import FAKE_CAMERA, FAKE_MICROPHONE
 
 #: The container each extension records to when no --mime is given (.opus is Ogg too).
 EXTENSIONS = {spec.extension: spec.mime for spec in CONTAINERS.values()} | {".opus": "audio/ogg"}
+#: Containers as people call them, by FFmpeg muxer.
+_CONTAINER_NAMES = {"webm": "WebM", "matroska": "Matroska", "mp4": "MP4", "ogg": "Ogg"}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("asyncrec")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from . import __version__
+
+        return __version__
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"asyncrec: error: {message}\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, unless the help says its default itself
+    (options without a default value do: "(default: until stopped)" rather than "None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def _positive(kind: type[float] | type[int]) -> Any:
@@ -56,43 +86,105 @@ def _source(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="asyncrec", description="Record media with asyncrec.")
+    """The parser of every command; README.md's synopsis is checked against it."""
+    formatter = _HelpFormatter
+    parser = _Parser(prog="asyncrec", description="Record media with asyncrec.", formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"asyncrec {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve}")
-    record = commands.add_parser("record", help="record to a file", description="Record to OUT.")
+    record = commands.add_parser(
+        "record", help="record to a file", description="Record to OUT.", formatter_class=formatter
+    )
     record.add_argument("out", metavar="OUT", help="output file; its extension chooses the container")
     record.add_argument(
         "--source",
         action="append",
         type=_source,
-        help="fake, default, camera:ID, mic:ID or file:PATH (repeatable; default: default devices, "
-        "or fake ones with ASYNCREC_FAKE_DEVICES=1)",
+        metavar="SOURCE",
+        help="fake, default, camera:ID, mic:ID or file:PATH; IDs as 'asyncrec devices' lists them, "
+        f"{FAKE_CAMERA} and {FAKE_MICROPHONE} included; repeatable (default: the default devices, "
+        "or the fake ones with ASYNCREC_FAKE_DEVICES=1)",
     )
-    record.add_argument("--mime", help="mimeType, e.g. 'video/webm;codecs=vp9,opus' (default: from OUT)")
-    record.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
-    record.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS", help="chunk every MS ms")
-    record.add_argument("--video-bitrate", type=_positive(int), metavar="BPS")
-    record.add_argument("--audio-bitrate", type=_positive(int), metavar="BPS")
-    record.add_argument("--realtime", action="store_true", help="play file: sources at their pace")
-    devices = commands.add_parser("devices", help="list capture devices", description="List capture devices.")
-    devices.add_argument("--fake", action="store_true", help="list the fake devices")
+    record.add_argument(
+        "--mime",
+        metavar="TYPE",
+        help="mimeType, e.g. 'video/webm;codecs=vp9,opus'; must fit OUT's extension unless --force "
+        "(default: from OUT's extension)",
+    )
+    record.add_argument(
+        "--force", action="store_true", help="record even when OUT's extension contradicts --mime (default: off)"
+    )
+    record.add_argument(
+        "--duration",
+        type=_positive(float),
+        metavar="S",
+        help="stop after S seconds (default: until Ctrl-C, SIGTERM or the end of the sources)",
+    )
+    record.add_argument(
+        "--timeslice", type=_positive(int), default=1000, metavar="MS", help="write a chunk every MS ms"
+    )
+    record.add_argument(
+        "--video-bitrate",
+        type=_positive(int),
+        default=DEFAULT_VIDEO_BITS_PER_SECOND,
+        metavar="BPS",
+        help="video bits per second",
+    )
+    record.add_argument(
+        "--audio-bitrate",
+        type=_positive(int),
+        default=DEFAULT_AUDIO_BITS_PER_SECOND,
+        metavar="BPS",
+        help="audio bits per second",
+    )
+    record.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play file: sources at their own pace (default: off, as fast as they can be read)",
+    )
+    devices = commands.add_parser(
+        "devices", help="list capture devices", description="List capture devices.", formatter_class=formatter
+    )
+    devices.add_argument(
+        "--fake",
+        action="store_true",
+        help="list the fake devices (default: off, this machine's devices unless ASYNCREC_FAKE_DEVICES=1)",
+    )
     serve = commands.add_parser(
-        "serve", help="run the WHIP ingest server", description="Record WebRTC publishers (WHIP, RFC 9725)."
+        "serve",
+        help="run the WHIP ingest server",
+        description="Record WebRTC publishers (WHIP, RFC 9725).",
+        formatter_class=formatter,
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--out", default="recordings", metavar="DIR", help="where recordings go (default: recordings)")
-    serve.add_argument("--mime", default="", help="mimeType of the recordings (default: video/webm;codecs=vp8,opus)")
-    serve.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS")
-    serve.add_argument("--token", help="require this bearer token")
-    serve.add_argument("--max-sessions", type=_positive(int), default=16, metavar="N")
+    serve.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, metavar="PORT", help="port to listen on")
+    serve.add_argument("--out", default="recordings", metavar="DIR", help="where recordings go")
+    serve.add_argument(
+        "--mime",
+        default="",
+        metavar="TYPE",
+        help="mimeType of the recordings (default: video/webm;codecs=vp8,opus)",
+    )
+    serve.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS", help="write a chunk every MS ms")
+    serve.add_argument(
+        "--token", metavar="TOKEN", help="require this bearer token from publishers (default: no token needed)"
+    )
+    serve.add_argument(
+        "--max-sessions", type=_positive(int), default=16, metavar="N", help="publishers recorded at once"
+    )
     serve.add_argument(
         "--ice-host",
         action="append",
         metavar="ADDR",
-        help="address ICE gathers host candidates from (repeatable; default: ASYNCREC_ICE_HOSTS, "
+        help="address ICE gathers host candidates from; repeatable (default: ASYNCREC_ICE_HOSTS, "
         "else every interface but loopback)",
     )
-    serve.add_argument("--connect-timeout", type=_positive(float), default=30.0, metavar="S")
+    serve.add_argument(
+        "--connect-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="end a session whose peer has not connected after S seconds",
+    )
     return parser
 
 
@@ -103,35 +195,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "devices":
         return asyncio.run(_devices(args.fake or None))
     if args.command == "serve":
-        if args.mime:
-            try:
-                check_type(args.mime)
-            except NotSupportedError as exc:
-                parser.error(f"--mime {args.mime!r}: {exc}")
-        if not 0 < args.port < 65536:
-            parser.error(f"--port {args.port}: not a port number")
-        try:
-            os.makedirs(args.out, exist_ok=True)
-            return asyncio.run(_serve(args))
-        except OSError as exc:
-            print(f"asyncrec: error: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    mime = args.mime
+        return _serve_main(parser, args)
+    mime = args.mime or EXTENSIONS.get(os.path.splitext(args.out)[1].lower())
     if mime is None:
-        mime = EXTENSIONS.get(os.path.splitext(args.out)[1].lower())
-        if mime is None:
-            parser.error(f"cannot tell the container from {args.out!r}: give --mime or one of {', '.join(EXTENSIONS)}")
+        parser.error(f"cannot tell the container from {args.out!r}: give --mime or one of {', '.join(EXTENSIONS)}")
     try:
         check_type(mime)
     except NotSupportedError as exc:
         parser.error(f"--mime {mime!r}: {exc}")
+    mismatch = _extension_mismatch(args.out, mime)
+    if mismatch is not None and not args.force:
+        parser.error(mismatch)
     try:
         return asyncio.run(_record(args, mime))
-    except AsyncrecError as exc:
+    except AsyncrecError as exc:  # SinkError, NotFoundError...: each names its path or device
         print(f"asyncrec: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
+        print(f"asyncrec: error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _extension_mismatch(out: str, mime: str) -> str | None:
+    """Why OUT's extension contradicts ``mime`` (another container), or None when it does
+    not: an unknown extension fits any type, and one container's extensions fit each of
+    its types (``.webm`` holds video/webm and audio/webm, ``.m4a`` video/mp4 too)."""
+    extension = os.path.splitext(out)[1].lower()
+    named = CONTAINERS.get(EXTENSIONS.get(extension, ""))
+    parsed = parse_mime_type(mime)
+    wanted = CONTAINERS.get(parsed.essence) if parsed is not None else None
+    if named is None or wanted is None or named.muxer == wanted.muxer:
+        return None
+    fitting = [wanted.extension] + [
+        ext for ext, type_ in EXTENSIONS.items() if CONTAINERS[type_].muxer == wanted.muxer and ext != wanted.extension
+    ]
+    return (
+        f"{out}: {extension} is {_CONTAINER_NAMES[named.muxer]} but --mime {mime!r} records "
+        f"{_CONTAINER_NAMES[wanted.muxer]}; name it {' or '.join(fitting)}, or give --force"
+    )
+
+
+def _serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.mime:
+        try:
+            check_type(args.mime)
+        except NotSupportedError as exc:
+            parser.error(f"--mime {args.mime!r}: {exc}")
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port}: not a port number")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
         print(f"asyncrec: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(args))
+    except OSError as exc:  # the address is taken, or not this machine's
+        print(f"asyncrec: error: {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 
@@ -158,11 +278,17 @@ async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool)
                 # "default" leaves the choice to ASYNCREC_FAKE_DEVICES.
                 stream = await getUserMedia(audio=True, video=not audio_only, fake=True if kind == "fake" else None)
             elif kind == "camera":
-                stream = await getUserMedia(video={"deviceId": {"exact": value}})
+                # The fake devices' ids, as `asyncrec devices --fake` lists them, choose them.
+                fake = True if value == FAKE_CAMERA else None
+                stream = await getUserMedia(video={"deviceId": {"exact": value}}, fake=fake)
             elif kind == "mic":
-                stream = await getUserMedia(audio={"deviceId": {"exact": value}})
+                fake = True if value == FAKE_MICROPHONE else None
+                stream = await getUserMedia(audio={"deviceId": {"exact": value}}, fake=fake)
             else:
-                stream = await open_media(value, realtime=realtime)
+                try:
+                    stream = await open_media(value, realtime=realtime)
+                except (NotFoundError, NotReadableError) as exc:
+                    raise type(exc)(_naming_the_path(value, exc)) from exc
             streams.append(stream)
     except BaseException:
         for opened in streams:
@@ -171,24 +297,103 @@ async def _open_sources(sources: list[str], *, audio_only: bool, realtime: bool)
     return streams
 
 
+def _naming_the_path(path: str, exc: AsyncrecError) -> str:
+    """The error of opening ``path``, naming it as given (the sources name the file only)."""
+    reason = getattr(exc.__cause__, "strerror", None)  # OSError's and av.FFmpegError's
+    if isinstance(reason, str) and reason:
+        return f"{path}: {reason}"
+    message = str(exc)
+    if path in message:
+        return message
+    label = os.path.basename(path) or path
+    if message.startswith(label):
+        return path + message[len(label) :]
+    return f"{path}: {message}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{seconds:04.1f}" if hours else f"{minutes:02d}:{seconds:04.1f}"
+
+
 @dataclass
-class _Progress:
-    started: float  # time.monotonic(): --duration is wall time
+class _Status:
+    """What the status line and the final summary show."""
+
+    out: str
     sink: FileSink
     recorder: MediaRecorder
 
-    def line(self) -> str:
+    def fields(self) -> dict[str, Any]:
         stats = self.recorder.statistics()
         # Media time, not wall time: a file recorded faster than real time (or a paused
         # recording) shows the length and bit rate of what is in the file.
         recorded = stats.recorded_time
-        dropped = sum(t.frames_dropped for t in stats.tracks)
-        rate = self.sink.bytes_written * 8 / recorded / 1000 if recorded > 0 else 0.0
-        minutes, seconds = divmod(recorded, 60)
-        return (
-            f"recording {int(minutes):02d}:{seconds:04.1f}  {self.sink.bytes_written / 1e6:7.2f} MB  "
-            f"{rate:7.0f} kb/s  dropped {dropped}"
-        )
+        written = self.sink.bytes_written
+        rate = written * 8 / recorded / 1000 if recorded > 0 else 0.0
+        return {
+            "media": _clock(recorded),
+            "size": f"{written / 1e6:.2f} MB",
+            "rate": f"{rate:.0f} kb/s",
+            "dropped": f"{sum(t.frames_dropped for t in stats.tracks)} dropped",
+        }
+
+    def summary(self) -> str:
+        fields = self.fields()
+        return f"{self.out}: {self.recorder.mimeType}, {', '.join(fields.values())}"
+
+
+@contextlib.contextmanager
+def _status_line(status: _Status) -> Iterator[Callable[[], None]]:
+    """A transient status line on stderr when it is a terminal (rich's progress display);
+    yields the function that refreshes it."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    # Imported here: only the command line needs rich.
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+    from rich.table import Column
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    if not console.is_terminal:  # TTY_COMPATIBLE=0
+        yield lambda: None
+        return
+
+    class Target(ProgressColumn):
+        """The output file and its type: cut short (…) first when the terminal is narrow."""
+
+        def render(self, task: Task) -> Text:
+            return Text(f" {task.description} ", no_wrap=True, overflow="ellipsis")
+
+    def fixed(template: str, **kwargs: Any) -> TextColumn:
+        return TextColumn(template, table_column=Column(no_wrap=True), **kwargs)
+
+    progress = Progress(
+        SpinnerColumn(),
+        fixed("{task.fields[media]}", style="bold"),
+        # The grid pads with one space: two between the figures, and around the file.
+        fixed(" {task.fields[size]:>9}"),
+        fixed(" {task.fields[rate]:>10}"),
+        fixed(" {task.fields[dropped]}"),
+        Target(),
+        fixed("Ctrl-C to stop", style="dim"),
+        console=console,
+        transient=True,
+        auto_refresh=False,  # refreshed by the loop, with fresh statistics
+        redirect_stdout=False,  # stdout may be a pipe: it is not the status line's
+    )
+    task = progress.add_task(f"{status.out} ({status.recorder.mimeType})", **status.fields())
+
+    def refresh() -> None:
+        progress.update(task, **status.fields())
+        progress.refresh()
+
+    with progress:
+        refresh()
+        yield refresh
 
 
 async def _record(args: argparse.Namespace, mime: str) -> int:
@@ -211,9 +416,12 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
             async with FileSink(args.out) as sink, recorder:
                 recorder.ondataavailable = sink.write
                 await recorder.start(args.timeslice)
-                progress = _Progress(time.monotonic(), sink, recorder)
-                await _wait(stop, args.duration, progress)
-                await recorder.stop()
+                deadline = None if args.duration is None else time.monotonic() + args.duration  # wall time
+                status = _Status(args.out, sink, recorder)
+                with _status_line(status) as refresh:
+                    await _wait(stop, deadline, refresh)
+                    await recorder.stop()
+                    refresh()  # the last view: all that was recorded
     finally:
         for stream in streams:
             await stream.aclose()  # devices free, reader threads gone
@@ -224,7 +432,7 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
     if failures:
         print(f"asyncrec: error: {failures[0]}", file=sys.stderr)
         return 1
-    print(f"{args.out}: {recorder.mimeType}, {progress.line().removeprefix('recording ')}")
+    print(status.summary())
     return 0
 
 
@@ -272,24 +480,16 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-async def _wait(stop: asyncio.Event, duration: float | None, progress: _Progress) -> None:
-    """Until SIGINT/SIGTERM, the end of the sources or ``duration``, with a live status
-    line when stderr is a terminal."""
-    from rich.console import Console
-    from rich.live import Live
-
-    console = Console(stderr=True)
-    deadline = None if duration is None else progress.started + duration
-    live = Live(progress.line(), console=console, refresh_per_second=4, transient=True) if console.is_terminal else None
-    with live if live is not None else contextlib.nullcontext():
-        while not stop.is_set():
-            timeout = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout)
-            if live is not None:
-                live.update(progress.line())
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+async def _wait(stop: asyncio.Event, deadline: float | None, refresh: Callable[[], None]) -> None:
+    """Until SIGINT/SIGTERM, the end of the sources or ``deadline`` (``time.monotonic()``),
+    refreshing the status line four times a second."""
+    while not stop.is_set():
+        timeout = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout)
+        refresh()
+        if deadline is not None and time.monotonic() >= deadline:
+            return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,9 +74,9 @@ def open_media(path_or_url: str | os.PathLike[str], *, realtime: bool = True, lo
     """A MediaStream playing a media file or URL; see :class:`MediaFileStream`.
 
     ``await open_media(...)`` opens it without blocking the loop; close it with
-    ``aclose()`` or ``async with``.
+    ``aclose()`` or ``async with``. The errors below are raised when it is opened.
 
-    Raises (when opened):
+    Raises:
         NotFoundError: the file does not exist.
         NotReadableError: it cannot be opened or has neither audio nor video.
         InvalidStateError: the stream was closed while its input was opening.
