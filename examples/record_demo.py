@@ -2,24 +2,37 @@
 
     python examples/record_demo.py demo.webm --seconds 5
 
-The container follows the extension: .webm (VP8 + Opus), .mkv (Matroska), .ogg/.opus
-(audio only, Ogg/Opus).
+The container follows the extension, with its default codecs: .webm (VP8 + Opus), .mkv
+(Matroska, VP8 + Opus), .mp4 (fragmented MP4, H.264 + AAC), and audio only: .weba (WebM,
+Opus), .m4a (MP4, AAC), .ogg/.opus (Ogg, Opus).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
-from asyncrec import FileSink, FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+from asyncrec import (
+    FileSink,
+    FrameTrack,
+    MediaRecorder,
+    MediaStream,
+    SampleTrack,
+    Track,
+    moving_pattern,
+    sine_tone,
+)
 
+#: The mimeType for each extension; the recorder picks the container's default codecs.
 TYPES = {
-    ".webm": "video/webm;codecs=vp8,opus",
-    ".mkv": "video/x-matroska;codecs=vp8,opus",
-    ".ogg": "audio/ogg;codecs=opus",
-    ".opus": "audio/ogg;codecs=opus",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mp4": "video/mp4",
+    ".weba": "audio/webm",
+    ".m4a": "audio/mp4",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
 }
 
 
@@ -27,7 +40,9 @@ async def record(path: Path, seconds: float, width: int, height: int) -> None:
     mime = TYPES.get(path.suffix.lower())
     if mime is None:
         raise SystemExit(f"unknown extension {path.suffix!r}; use one of {', '.join(TYPES)}")
-    tracks = [SampleTrack(sine_tone(440), duration=seconds)]
+    if not MediaRecorder.isTypeSupported(mime):
+        raise SystemExit(f"this PyAV cannot record {mime}")
+    tracks: list[Track] = [SampleTrack(sine_tone(440), duration=seconds)]
     if mime.startswith("video/"):
         tracks.insert(0, FrameTrack(moving_pattern(width, height), fps=30, duration=seconds))
     async with FileSink(path) as sink, MediaRecorder(MediaStream(tracks), mimeType=mime) as recorder:
@@ -42,8 +57,8 @@ async def record(path: Path, seconds: float, width: int, height: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="output file (.webm, .mkv, .ogg)")
+    parser = argparse.ArgumentParser(description="Record a demo (a test pattern and a tone) to a file.")
+    parser.add_argument("out", type=Path, help=f"output file ({', '.join(TYPES)})")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", default="640x480", help="video size, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
@@ -52,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

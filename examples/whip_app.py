@@ -4,7 +4,8 @@ something else with its tracks at the same time.
     python examples/whip_app.py --port 8080 --ice-host 127.0.0.1
 
 Publish with any WHIP client (OBS, GStreamer's whipclientsink, a browser) to
-http://HOST:8080/ingest.
+http://HOST:8080/ingest; recordings go to ./recordings. Needs the server extra (aiohttp):
+pip install 'asyncrec[server]'.
 """
 
 from __future__ import annotations

@@ -13,15 +13,17 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar, overload
 
 from ._errors import AsyncrecError, SinkError
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = ("start", "stop", "dataavailable", "pause", "resume", "error")
+EventType = Literal["start", "stop", "dataavailable", "pause", "resume", "error"]
+EVENT_TYPES: tuple[EventType, ...] = ("start", "stop", "dataavailable", "pause", "resume", "error")
 
-Handler = Callable[[Any], Any]
+#: Any handler, as the dispatcher stores it (the public signatures are typed per event).
+Handler = Callable[[Any], object]
 
 
 class Event:
@@ -67,19 +69,36 @@ class ErrorEvent(Event):
         return f"<ErrorEvent {self.error.name}: {self.error}>"
 
 
-def handler_attribute(type: str) -> Any:  # noqa: A002 - the DOM's name
+EventT = TypeVar("EventT", bound=Event)
+
+
+class _HasDispatcher(Protocol):
+    _dispatcher: EventDispatcher
+
+
+class HandlerAttribute(Generic[EventT]):
     """An ``on<type>`` attribute of an object with a ``_dispatcher``: one handler slot in
-    the listener list, as in the DOM."""
+    the listener list, as in the DOM. Typed with the event its handler receives, so
+    ``recorder.ondataavailable`` is ``Callable[[BlobEvent], object] | None``."""
 
-    def get(self: Any) -> Handler | None:
-        dispatcher: EventDispatcher = self._dispatcher
-        return dispatcher.get_attribute(type)
+    def __init__(self, event_type: EventType, event: type[EventT]) -> None:
+        self.type = event_type
+        self.event = event
+        self.__doc__ = f"Handler for ``{event_type}``, called with a :class:`{event.__name__}` (None for none)."
 
-    def set(self: Any, handler: Handler | None) -> None:  # noqa: A001
-        dispatcher: EventDispatcher = self._dispatcher
-        dispatcher.set_attribute(type, handler)
+    @overload
+    def __get__(self, obj: None, owner: type[object] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: _HasDispatcher, owner: type[object] | None = None) -> Callable[[EventT], object] | None: ...
+    def __get__(
+        self, obj: _HasDispatcher | None, owner: type[object] | None = None
+    ) -> Self | Callable[[EventT], object] | None:
+        if obj is None:
+            return self
+        return obj._dispatcher.get_attribute(self.type)
 
-    return property(get, set, doc=f"Handler for ``{type}`` (None for none).")
+    def __set__(self, obj: _HasDispatcher, handler: Callable[[EventT], object] | None) -> None:
+        obj._dispatcher.set_attribute(self.type, handler)
 
 
 class _AttributeHandler:

@@ -9,6 +9,7 @@ chooses the codec, as the spec's "is type supported" algorithm says.
 
 from __future__ import annotations
 
+import email.message
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -154,47 +155,36 @@ def _is_token(text: str) -> bool:
 
 
 def parse_mime_type(text: str) -> MimeType | None:
-    """Parse ``text`` as a MIME type (RFC 2045 grammar, quoted values allowed).
+    """Parse ``text`` as a MIME type (RFC 2045: ``type/subtype`` and parameters, quoted
+    values allowed), with the standard library's ``Content-Type`` parser.
 
-    Returns None when it is not a valid MIME type string.
+    On top of what that parser takes, as browsers do: the type, subtype and parameter
+    names must be tokens, every parameter needs a value (``;codecs`` is an error, an empty
+    one, ``;;``, is skipped) with no quote left once unquoted, and the first of a repeated
+    parameter counts. RFC 2231 parameters (``codecs*=...``) are not the spec's and are
+    ignored. Returns None when ``text`` is not a valid MIME type string.
     """
-    essence, _, rest = text.strip().partition(";")
-    kind, slash, subtype = essence.strip().partition("/")
-    if not slash or not _is_token(kind) or not _is_token(subtype):
+    header = email.message.Message()
+    header["content-type"] = text
+    essence = header.get_content_type()  # lower case; "text/plain" when it is not type/subtype
+    # The first entry is the type as written; the others the parameters, names in lower
+    # case, values unquoted.
+    (written, _), *raw_params = header.get_params([("", "")])
+    kind, _, subtype = essence.partition("/")
+    if written.lower() != essence or not _is_token(kind) or not _is_token(subtype):
         return None
     params: dict[str, str] = {}
-    i = 0
-    while i < len(rest):
-        name_end = rest.find("=", i)
-        if name_end < 0:
-            if rest[i:].strip(" \t;"):
-                return None
-            break
-        name = rest[i:name_end].strip(" \t;").lower()
-        if not _is_token(name):
+    for name, value in raw_params:
+        if not name and not value:  # an empty parameter: ";;" or a trailing ";"
+            continue
+        # RFC 2231 (name*=charset'lang'value) comes as a tuple; a bare name (no "=") and an
+        # empty value both come as "".
+        unquoted = value[2] if isinstance(value, tuple) else value
+        if not _is_token(name) or not unquoted or '"' in unquoted:
             return None
-        i = name_end + 1
-        if i < len(rest) and rest[i] == '"':
-            close = rest.find('"', i + 1)
-            if close < 0:
-                return None
-            value = rest[i + 1 : close]
-            i = close + 1
-            tail_end = rest.find(";", i)
-            tail_end = len(rest) if tail_end < 0 else tail_end
-            if rest[i:tail_end].strip():
-                return None
-            i = tail_end + 1
-        else:
-            end = rest.find(";", i)
-            end = len(rest) if end < 0 else end
-            value = rest[i:end].strip()
-            i = end + 1
-            # An unquoted value is a token; codecs lists are the usual exception.
-            if not value or any(c in value for c in '"()<>@:\\/[]?='):
-                return None
-        params.setdefault(name, value)
-    return MimeType(f"{kind.lower()}/{subtype.lower()}", params)
+        if not isinstance(value, tuple):
+            params.setdefault(name, value)
+    return MimeType(essence, params)
 
 
 @functools.cache

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import warnings
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from ._container import WorkerSettings
 from ._errors import (
@@ -23,13 +24,14 @@ from ._errors import (
     SinkError,
 )
 from ._events import (
+    BlobEvent,
     ChunkIterator,
     Completion,
     ErrorEvent,
     Event,
     EventDispatcher,
     Handler,
-    handler_attribute,
+    HandlerAttribute,
 )
 from ._formats import (
     DEFAULT_AUDIO_BITS_PER_SECOND,
@@ -47,7 +49,12 @@ from ._stream import MediaStream, Track
 
 RecordingState = Literal["inactive", "recording", "paused"]
 BitrateMode = Literal["constant", "variable"]
-H = TypeVar("H", bound=Handler)
+#: A handler of ``dataavailable``: called with a BlobEvent (a plain or a coroutine function).
+BlobHandlerT = TypeVar("BlobHandlerT", bound=Callable[[BlobEvent], object])
+#: A handler of ``error``: called with an ErrorEvent.
+ErrorHandlerT = TypeVar("ErrorHandlerT", bound=Callable[[ErrorEvent], object])
+#: A handler of any event (``start``, ``stop``, ``pause``, ``resume``, or a type only known at run time).
+EventHandlerT = TypeVar("EventHandlerT", bound=Callable[[Event], object])
 
 
 class MediaRecorder:
@@ -157,8 +164,29 @@ class MediaRecorder:
         return isinstance(type, str) and is_type_supported(type)
 
     # -- handlers ---------------------------------------------------------------------------
-    def on(self, type: str, handler: H | None = None) -> Any:  # noqa: A002 - the DOM's name
-        """Call ``handler(event)`` for each event of ``type``; also usable as a decorator.
+    # Typed per event: a handler of "dataavailable" gets a BlobEvent, of "error" an
+    # ErrorEvent, of the others an Event; used as a decorator, ``on`` returns the function
+    # unchanged, with its type. (The Literal overloads overlap the str one, as typeshed's
+    # do; mypy takes the first that matches.)
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self, type: Literal["dataavailable"], handler: BlobHandlerT
+    ) -> BlobHandlerT: ...
+    @overload
+    def on(self, type: Literal["dataavailable"], handler: None = None) -> Callable[[BlobHandlerT], BlobHandlerT]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self, type: Literal["error"], handler: ErrorHandlerT
+    ) -> ErrorHandlerT: ...
+    @overload
+    def on(self, type: Literal["error"], handler: None = None) -> Callable[[ErrorHandlerT], ErrorHandlerT]: ...
+    @overload
+    def on(self, type: str, handler: EventHandlerT) -> EventHandlerT: ...
+    @overload
+    def on(self, type: str, handler: None = None) -> Callable[[EventHandlerT], EventHandlerT]: ...
+    def on(self, type: str, handler: Handler | None = None) -> Any:  # noqa: A002 - the DOM's name
+        """Call ``handler(event)`` for each event of ``type``; also usable as a decorator
+        (``@recorder.on("dataavailable")``), which returns the function unchanged.
 
         A handler may be a plain function or a coroutine function; what it returns is
         awaited before the next handler and the next event. Its exceptions are logged.
@@ -168,7 +196,7 @@ class MediaRecorder:
         """
         if handler is None:
 
-            def decorator(func: H) -> H:
+            def decorator(func: Handler) -> Handler:
                 self._dispatcher.add(type, func)
                 return func
 
@@ -181,12 +209,12 @@ class MediaRecorder:
         """Stop calling ``handler`` for ``type``."""
         self._dispatcher.remove(type, handler)
 
-    onstart = handler_attribute("start")
-    onstop = handler_attribute("stop")
-    ondataavailable = handler_attribute("dataavailable")
-    onpause = handler_attribute("pause")
-    onresume = handler_attribute("resume")
-    onerror = handler_attribute("error")
+    onstart = HandlerAttribute("start", Event)
+    onstop = HandlerAttribute("stop", Event)
+    ondataavailable = HandlerAttribute("dataavailable", BlobEvent)
+    onpause = HandlerAttribute("pause", Event)
+    onresume = HandlerAttribute("resume", Event)
+    onerror = HandlerAttribute("error", ErrorEvent)
 
     # -- methods ----------------------------------------------------------------------------
     def start(self, timeslice: float | None = None) -> Completion:
@@ -434,7 +462,7 @@ class MediaRecorder:
     def _recording_tracks_ended(self, recording: Recording) -> None:
         if self._recording is recording and self._state != "inactive":
             self._inactivate()
-        recording.stop()
+        recording.stop(final_only=False)
 
     def _recording_finished(self, recording: Recording) -> None:
         # However the recording ended, the recorder is inactive when "stop" arrives.

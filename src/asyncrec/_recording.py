@@ -226,6 +226,7 @@ class Recording:
         self.stop_queued = False
         self._running: asyncio.Future[None] | None = None  # pending while paused
         self._tail: list[Chunk] = []  # chunks cut after stop(), for the final one
+        self._final_only = False
         self.chunks_out = 0
         self.bytes_out = 0
 
@@ -238,12 +239,19 @@ class Recording:
             self._fanouts.append(fan)
             fan.subscribe(track_input)
 
-    def stop(self) -> None:
+    def stop(self, *, final_only: bool = True) -> None:
         """Stop taking frames; the worker encodes what it has, closes the file and reports.
-        Idempotent."""
+        Idempotent.
+
+        ``final_only``: everything not yet delivered comes in one final chunk, as after the
+        spec's ``stop()`` or an error. When the tracks simply ended (False), the frames
+        taken before keep their chunk rhythm (a file read faster than it is encoded).
+        """
         if self.stopping:
+            self._final_only = self._final_only or final_only
             return
         self.stopping = True
+        self._final_only = final_only
         self.handoff.close()
         for track_input, fan in zip(self.inputs, self._fanouts, strict=False):
             track_input.flush()
@@ -326,7 +334,7 @@ class Recording:
             # Data the worker produced before a requested chunk comes before it.
             self.slots.insert(pending, Slot(self._blob(chunk.data, chunk.timecode), self._loop.create_future()))
             return
-        if self.stopping and not chunk.final:
+        if self.stopping and self._final_only and not chunk.final:
             # After stop() everything left goes into the one final chunk, as the spec
             # says (the worker still encodes the frames taken before stop()).
             self._tail.append(chunk)
@@ -362,7 +370,7 @@ class Recording:
         self._owner._recording_ready(self)
 
     def _finish(self) -> None:
-        self.stop()  # the worker may have finished by itself after a failure
+        self.stop(final_only=False)  # the worker may have finished by itself after a failure
         self._worker.join()  # it has reported Finished: this returns at once
         for slot in self.slots:
             if slot.event is None:  # a request the worker could not answer

@@ -9,9 +9,7 @@ dropping frames.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from typing import TypeAlias
@@ -21,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ._sync import Pacer
+
 VIDEO_TIME_BASE = Fraction(1, 90000)
 
 VideoSource: TypeAlias = (
@@ -29,21 +29,6 @@ VideoSource: TypeAlias = (
     | Iterable[npt.NDArray[np.uint8] | av.VideoFrame]
 )
 AudioSource: TypeAlias = npt.NDArray[np.generic] | Callable[[int, int], npt.NDArray[np.generic]]
-
-
-class _Pacer:
-    """Sleeps until the due time of the n-th item, counted from the first."""
-
-    def __init__(self) -> None:
-        self._start: float | None = None
-
-    async def wait(self, due: float) -> None:
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        delay = self._start + due - now
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 class FrameTrack(MediaStreamTrack):
@@ -83,7 +68,7 @@ class FrameTrack(MediaStreamTrack):
         self._format = format
         self._limit = None if duration is None else max(0, round(duration * fps))
         self._index = 0
-        self._pacer = _Pacer() if realtime else None
+        self._pacer = Pacer() if realtime else None
         self.live = realtime
         #: False records black frames in this track's place (the spec's "not enabled").
         self.enabled = True
@@ -154,7 +139,7 @@ class SampleTrack(MediaStreamTrack):
         self._per_frame = max(1, round(sample_rate * frame_ms / 1000))
         self._limit = None if duration is None else max(0, round(duration * sample_rate))
         self._next = 0
-        self._pacer = _Pacer() if realtime else None
+        self._pacer = Pacer() if realtime else None
         self.live = realtime
         #: False records silence in this track's place (the spec's "not enabled").
         self.enabled = True

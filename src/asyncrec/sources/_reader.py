@@ -81,8 +81,9 @@ class _Queue:
         self.live = live
         self.reading = reading  # marked at the first get() of any track of the input
         self.consumed = False  # this track has been read
-        self.limit = QUEUE_LIMITS[kind]
-        self.frames: deque[Any] = deque()
+        # Full, an append drops the oldest frame (live, or a track nobody reads); put()
+        # counts it, and otherwise (not live) waits for room first.
+        self.frames: deque[Any] = deque(maxlen=QUEUE_LIMITS[kind])
         self.cond = threading.Condition(threading.Lock())
         self.loop: asyncio.AbstractEventLoop | None = None  # the consumer's, set by get()
         self.waiter: asyncio.Future[None] | None = None
@@ -91,27 +92,26 @@ class _Queue:
         self.dropped = 0
 
     # reader thread
+    def full(self) -> bool:
+        return len(self.frames) == self.frames.maxlen
+
     def put(self, frame: Any, should_stop: Callable[[], bool]) -> None:
         with self.cond:
             if self.closed:
                 return
-            if len(self.frames) >= self.limit:
-                if self.live:
-                    self.frames.popleft()
-                    self.dropped += 1
-                else:
-                    # Waits in short steps: a stop, an abandoned track or a closed loop only
-                    # set flags (no notify), and must end this wait promptly too.
-                    while len(self.frames) >= self.limit and not self.closed and not should_stop():
-                        if not self.consumed and self.reading.for_longer_than(UNREAD_GRACE):
-                            # Nobody reads this track (an audio-only recording of a video
-                            # file): drop its oldest frame rather than stall the others.
-                            self.frames.popleft()
-                            self.dropped += 1
-                            break
-                        self.cond.wait(0.1)
-                    if self.closed or should_stop():
-                        return
+            if self.full() and not self.live:
+                # Waits in short steps: a stop, an abandoned track or a closed loop only
+                # set flags (no notify), and must end this wait promptly too.
+                while self.full() and not self.closed and not should_stop():
+                    if not self.consumed and self.reading.for_longer_than(UNREAD_GRACE):
+                        # Nobody reads this track (an audio-only recording of a video
+                        # file): drop its oldest frame rather than stall the others.
+                        break
+                    self.cond.wait(0.1)
+                if self.closed or should_stop():
+                    return
+            if self.full():
+                self.dropped += 1  # the append drops the oldest frame
             self.frames.append(frame)
             wake = self.waiter is not None
         if wake:
@@ -449,7 +449,7 @@ class MediaReader:
                     return
         container = self._container
         streams = [s for s in container.streams if s.index in self._queues]
-        pacer = Pacer(self._stopping) if self._realtime else None
+        pacer = Pacer() if self._realtime else None
         offset = 0.0  # media time added to each pass when looping
         while not self._should_stop():
             last = 0.0
@@ -465,7 +465,7 @@ class MediaReader:
                             frame.pts += round(offset / frame.time_base)
                             at += offset
                         if pacer is not None:
-                            pacer.wait_until(at)
+                            pacer.wait_blocking(at, self._stopping)
                     queue.put(frame, self._should_stop)
             if not self._loop_media:
                 return

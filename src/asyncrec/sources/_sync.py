@@ -1,5 +1,6 @@
 """What a reader thread and the event loops that use it wait on: a one-shot signal set on
-the thread and awaited on any loop, and the pacing of real-time files."""
+the thread and awaited on any loop, and the pacing of real-time sources (files on their
+reader thread, generated tracks on the loop)."""
 
 from __future__ import annotations
 
@@ -60,18 +61,33 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 class Pacer:
-    """Waits on the reader thread until a media time is due (real-time files)."""
+    """Real-time pacing: media time ``at`` is due ``at - first`` seconds after the wall
+    time of the first call (``first`` being that call's media time).
 
-    def __init__(self, stopping: threading.Event) -> None:
-        self._stopping = stopping
-        self._start: float | None = None
-        self._first: float | None = None
+    One clock for every real-time source; only the waiting differs: :meth:`wait_blocking`
+    on a reader thread (interruptible by an event), :meth:`wait` on an event loop.
+    """
 
-    def wait_until(self, at: float) -> None:
+    def __init__(self) -> None:
+        self._origin: tuple[float, float] | None = None  # (wall time, media time) of the first call
+
+    def delay(self, at: float) -> float:
+        """Seconds to wait until media time ``at`` is due (0 when it is already)."""
         now = time.monotonic()
-        if self._start is None or self._first is None:
-            self._start, self._first = now, at
-            return
-        delay = self._start + (at - self._first) - now
+        if self._origin is None:
+            self._origin = (now, at)
+            return 0.0
+        wall, first = self._origin
+        return max(0.0, wall + (at - first) - now)
+
+    def wait_blocking(self, at: float, interrupt: threading.Event) -> None:
+        """Block until ``at`` is due, or until ``interrupt`` is set (unlike a sleep)."""
+        delay = self.delay(at)
         if delay > 0:
-            self._stopping.wait(delay)  # interruptible, unlike a sleep
+            interrupt.wait(delay)
+
+    async def wait(self, at: float) -> None:
+        """Sleep on the loop until ``at`` is due."""
+        delay = self.delay(at)
+        if delay > 0:
+            await asyncio.sleep(delay)
