@@ -642,3 +642,19 @@ def test_no_status_line_when_stderr_is_not_a_terminal(tmp_path: Path, media_file
     assert_ok(result)
     assert "Ctrl-C" not in result.stderr
     assert "\x1b[" not in result.stderr
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [("serve", "aiohttp", "server"), ("record", "rich", "cli")])
+def test_a_command_whose_extra_is_missing_says_which_to_install(
+    command: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from asyncrec import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    argv = [command] if command == "serve" else [command, "x.webm"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"asyncrec: error: asyncrec {command} needs {module}: pip install 'asyncrec[{extra}]'"]

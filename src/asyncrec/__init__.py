@@ -7,7 +7,14 @@ Matroska or Ogg chunks without ever blocking the event loop::
         rec.start(timeslice=1000)
         async for chunk in rec:
             out.write(chunk.data)
+
+The WHIP names (``WhipEndpoint``, ``WhipSession``, ``record_sessions``) need aiohttp
+(``pip install 'asyncrec[server]'``) and are imported on first use, so that
+``import asyncrec`` does not import aiohttp.
 """
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._errors import (
     AsyncrecError,
@@ -41,9 +48,14 @@ from .sources import (
     open_media,
     sine_tone,
 )
-from .whip import WhipEndpoint, WhipSession, record_sessions
+
+if _TYPE_CHECKING:
+    from .whip import WhipEndpoint, WhipSession, record_sessions
 
 __version__ = "0.1.0"
+
+#: Names imported from ``asyncrec.whip`` on first access (it imports aiohttp).
+_WHIP_NAMES = frozenset({"WhipEndpoint", "WhipSession", "record_sessions"})
 
 __all__ = [
     "AsyncrecError",
@@ -83,3 +95,17 @@ __all__ = [
     "record_sessions",
     "sine_tone",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _WHIP_NAMES:
+        from . import whip
+
+        value = getattr(whip, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _WHIP_NAMES)

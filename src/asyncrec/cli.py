@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
+import importlib.util
 import os
 import signal
 import sys
@@ -194,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "devices":
         return asyncio.run(_devices(args.fake or None))
+    missing = _missing_extra(args.command)
+    if missing is not None:
+        print(f"asyncrec: error: {missing}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         return _serve_main(parser, args)
     mime = args.mime or EXTENSIONS.get(os.path.splitext(args.out)[1].lower())
@@ -214,6 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"asyncrec: error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+#: What each command needs beyond the library, and the extra that brings it.
+_EXTRAS = {"serve": ("aiohttp", "server"), "record": ("rich", "cli")}
+
+
+def _missing_extra(command: str) -> str | None:
+    """Why ``command`` cannot run (a module of an extra is not installed), or None."""
+    needed = _EXTRAS.get(command)
+    if needed is None or importlib.util.find_spec(needed[0]) is not None:
+        return None
+    module, extra = needed
+    return f"asyncrec {command} needs {module}: pip install 'asyncrec[{extra}]'"
 
 
 def _extension_mismatch(out: str, mime: str) -> str | None:

@@ -410,13 +410,15 @@ class MediaReader:
         return self._open_error is None
 
     def _open_on_thread(self) -> None:
-        name = self.name
+        # A file is named by the path it was given (errors must say which file); a
+        # device or lavfi graph by its label.
+        name = self.spec.url if self.spec.format is None else self.name
         try:
             self._container = av.open(self.spec.url, format=self.spec.format, options=self.spec.options or {})
         except FileNotFoundError as exc:
             raise NotFoundError(f"{name}: {exc.strerror or exc}") from exc
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise NotReadableError(f"cannot open {name}: {exc}") from exc
+            raise NotReadableError(f"{name}: {getattr(exc, 'strerror', None) or exc}") from exc
         for kind in self._kinds:
             streams = [s for s in self._container.streams if s.type == kind]
             if streams:

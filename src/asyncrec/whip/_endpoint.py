@@ -174,9 +174,12 @@ class WhipEndpoint:
     async def _read_body(self, request: web.Request) -> str | web.Response:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._error(413, f"body larger than {self.max_body} bytes")
-        body = await request.content.read(self.max_body + 1)
-        if len(body) > self.max_body:
-            return self._error(413, f"body larger than {self.max_body} bytes")
+        # read(n) returns what has arrived (up to n bytes), not n bytes: read until the end.
+        body = b""
+        while chunk := await request.content.read(self.max_body + 1 - len(body)):
+            body += chunk
+            if len(body) > self.max_body:
+                return self._error(413, f"body larger than {self.max_body} bytes")
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
