@@ -121,7 +121,8 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
     for name, body in (("correct.py", CORRECT), ("wrong.py", WRONG)):
         (folder / name).write_text(HEADER + "\n" + textwrap.dedent(body))
     # A cache kept between runs (pytest's cache folder), so only the snippets are re-checked.
-    cache = request.config.cache.mkdir("mypy") if request.config.cache is not None else folder / ".mypy_cache"
+    store = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    cache = store.mkdir("mypy") if store is not None else folder / ".mypy_cache"
     stdout, stderr, _status = api.run(
         [
             "--strict",
