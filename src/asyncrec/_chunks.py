@@ -81,6 +81,7 @@ class ChunkCutter:
         self._requests = _Requests()
         self._chunk_start = 0.0  # ms
         self._written_until = 0.0  # ms: the media the sink's bytes cover
+        self._media_end = 0.0  # ms: where the media muxed so far ends
         self._wall_deadline: float | None = None
         self.chunks: list[Chunk] = []
 
@@ -94,8 +95,11 @@ class ChunkCutter:
         elif self._wall_deadline is None:
             self._wall_deadline = now + self._timeslice
 
-    def muxed(self, before: int, at_ms: float | None) -> None:
-        """The muxer took a packet at media time ``at_ms``; the sink held ``before`` bytes."""
+    def muxed(self, before: int, at_ms: float | None, end_ms: float | None = None) -> None:
+        """The muxer took a packet at media time ``at_ms`` (ending at ``end_ms``); the sink
+        held ``before`` bytes."""
+        if end_ms is not None:
+            self._media_end = max(self._media_end, end_ms)
         if self.sink.total != before and at_ms is not None:
             # The muxer has just written out what it held: its new cluster starts about here.
             self._written_until = max(self._written_until, at_ms)
@@ -142,10 +146,10 @@ class ChunkCutter:
         if self._wall_deadline is not None and self._timeslice is not None:
             self._wall_deadline = time.monotonic() + self._timeslice
 
-    def finish(self, end_ms: float | None) -> None:
-        """The muxer is closed: answer what is asked, then the final chunk."""
-        if end_ms is not None:
-            self._written_until = max(self._written_until, end_ms)
+    def finish(self) -> None:
+        """The muxer is closed: answer what is asked, then the final chunk (which holds
+        the media up to the end of the last packet)."""
+        self._written_until = max(self._written_until, self._media_end)
         self._answer_requests()
         self.cut(final=True)
 

@@ -42,15 +42,27 @@ class BlobEvent(Event):
     """A ``dataavailable`` event: ``data`` holds the chunk's bytes.
 
     ``timecode`` (milliseconds) is the media time of the chunk's first data, counted from
-    the first data of the recording; the first chunk's is 0.
+    the first data of the recording; the first chunk's is 0. Beyond the spec:
+    ``sequence`` numbers the chunks of one recording (0, 1, 2...), and ``duration`` is the
+    media the chunk holds (milliseconds; the chunks of a recording add up to its length).
     """
 
-    __slots__ = ("data", "timecode")
+    __slots__ = ("data", "duration", "sequence", "timecode")
 
-    def __init__(self, type: str, data: bytes, timecode: float) -> None:  # noqa: A002
+    def __init__(
+        self,
+        type: str,  # noqa: A002
+        data: bytes,
+        timecode: float,
+        *,
+        sequence: int = 0,
+        duration: float = 0.0,
+    ) -> None:
         super().__init__(type)
         self.data = data
         self.timecode = timecode
+        self.sequence = sequence
+        self.duration = duration
 
     def __repr__(self) -> str:
         return f"<BlobEvent {self.type} {len(self.data)} bytes at {self.timecode:.0f} ms>"

@@ -327,29 +327,32 @@ class Recording:
         if chunk.request is not None:
             for slot in self.slots:
                 if slot.event is None and slot.request == chunk.request:
-                    slot.event = self._blob(chunk.data, chunk.timecode)
+                    slot.event = self._blob(chunk.data, chunk.timecode, chunk.duration)
                     return
         pending = next((n for n, slot in enumerate(self.slots) if slot.event is None), None)
         if pending is not None:
             # Data the worker produced before a requested chunk comes before it.
-            self.slots.insert(pending, Slot(self._blob(chunk.data, chunk.timecode), self._loop.create_future()))
+            blob = self._blob(chunk.data, chunk.timecode, chunk.duration)
+            self.slots.insert(pending, Slot(blob, self._loop.create_future()))
             return
         if self.stopping and self._final_only and not chunk.final:
             # After stop() everything left goes into the one final chunk, as the spec
             # says (the worker still encodes the frames taken before stop()).
             self._tail.append(chunk)
             return
-        data, timecode = chunk.data, chunk.timecode
+        data, timecode, duration = chunk.data, chunk.timecode, chunk.duration
         if self._tail:
             data = b"".join(c.data for c in self._tail) + data
             timecode = next((c.timecode for c in self._tail if c.data), timecode)
+            duration += sum(c.duration for c in self._tail)
             self._tail.clear()
-        self.slots.append(Slot(self._blob(data, timecode), self._loop.create_future()))
+        self.slots.append(Slot(self._blob(data, timecode, duration), self._loop.create_future()))
 
-    def _blob(self, data: bytes, timecode: float) -> BlobEvent:
+    def _blob(self, data: bytes, timecode: float, duration: float = 0.0) -> BlobEvent:
+        event = BlobEvent("dataavailable", data, timecode, sequence=self.chunks_out, duration=duration)
         self.chunks_out += 1
         self.bytes_out += len(data)
-        return BlobEvent("dataavailable", data, timecode)
+        return event
 
     # -- worker results -------------------------------------------------------------------------
     def _post_from_worker(self, outputs: list[Output]) -> None:

@@ -162,7 +162,7 @@ class RecordingWorker:
         except Exception as exc:  # a bug in asyncrec: report it rather than die silently
             logger.exception("recording worker crashed")
             self._fail(UnknownError(f"recording worker crashed: {exc!r}"))
-            self._cutter.finish(None)
+            self._cutter.finish()
             self._outputs.extend(self._cutter.take())
         finally:
             worker_finished()
@@ -325,8 +325,11 @@ class RecordingWorker:
         for packet in packets:
             before = self._cutter.sink.total
             self._container.mux_one(packet)
-            at_ms = float(packet.pts * packet.time_base * 1000) if packet.pts is not None and packet.time_base else None
-            self._cutter.muxed(before, at_ms)
+            at_ms = end_ms = None
+            if packet.pts is not None and packet.time_base:
+                at_ms = float(packet.pts * packet.time_base * 1000)
+                end_ms = at_ms + float((packet.duration or 0) * packet.time_base * 1000)
+            self._cutter.muxed(before, at_ms, end_ms)
 
     # -- ending -----------------------------------------------------------------------------
     def _finish(self, video_end: float | None) -> None:
@@ -350,7 +353,7 @@ class RecordingWorker:
             except AsyncrecError as exc:
                 self._fail(exc)
             self._container = None
-        self._cutter.finish(None)
+        self._cutter.finish()
         self._outputs.extend(self._cutter.take())
 
     def _fail(self, error: AsyncrecError) -> None:
