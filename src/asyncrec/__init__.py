@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._events import BlobEvent, Completion, ErrorEvent, Event
 from ._recorder import MediaRecorder
+from ._repair import RepairResult, repair
 from ._sink import FileSink
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
@@ -78,6 +79,7 @@ __all__ = [
     "OverconstrainedError",
     "QuotaExceededError",
     "RecorderStatistics",
+    "RepairResult",
     "SampleTrack",
     "SecurityError",
     "SinkError",
@@ -93,6 +95,7 @@ __all__ = [
     "moving_pattern",
     "open_media",
     "record_sessions",
+    "repair",
     "sine_tone",
 ]
 

@@ -30,6 +30,7 @@ from ._formats import (
     parse_mime_type,
 )
 from ._recorder import MediaRecorder
+from ._repair import repair
 from ._sink import FileSink
 from ._stream import MediaStream
 from .sources import SourceStream, enumerateDevices, getUserMedia, open_media
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = _HelpFormatter
     parser = _Parser(prog="asyncrec", description="Record media with asyncrec.", formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"asyncrec {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve,repair}")
     record = commands.add_parser(
         "record", help="record to a file", description="Record to OUT.", formatter_class=formatter
     )
@@ -186,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="end a session whose peer has not connected after S seconds",
     )
+    repair = commands.add_parser(
+        "repair",
+        help="turn a file cut short by a crash into a finished, seekable one",
+        description="Copy every readable packet of IN into a finished, seekable OUT (no re-encoding).",
+        formatter_class=formatter,
+    )
+    repair.add_argument("input", metavar="IN", help="the damaged recording")
+    repair.add_argument("output", metavar="OUT", help="the repaired file (replaced atomically)")
     return parser
 
 
@@ -195,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "devices":
         return asyncio.run(_devices(args.fake or None))
+    if args.command == "repair":
+        return _repair_main(args.input, args.output)
     missing = _missing_extra(args.command)
     if missing is not None:
         print(f"asyncrec: error: {missing}", file=sys.stderr)
@@ -219,6 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"asyncrec: error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _repair_main(source: str, target: str) -> int:
+    try:
+        result = repair(source, target)
+    except AsyncrecError as exc:
+        print(f"asyncrec: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"asyncrec: error: {exc.filename or target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    kept = ", ".join(f"{count} {kind} packets" for kind, count in result.packets.items() if count)
+    damage = " (cut short: kept everything before the damage)" if result.truncated else ""
+    print(f"{target}: {kept}, {result.duration:.2f} s{damage}")
+    return 0
 
 
 #: What each command needs beyond the library, and the extra that brings it.

@@ -1,0 +1,118 @@
+"""Repair: a recording cut short by a crash becomes a finished, seekable file.
+
+A recording written chunk by chunk (as :class:`~asyncrec.FileSink` writes it) decodes up
+to where it was cut, but has no Duration, no Cues and, if the process died mid-cluster, a
+torn end. :func:`repair` remuxes every packet that can still be read, without
+re-encoding, into a new file written with seeking, so the muxer adds what a streamed file
+lacks (WebM/Matroska: Duration, SeekHead and Cues; MP4: a complete ``moov`` with its
+index, at the front). The new file replaces ``out_path`` atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+import av
+from av.container import InputContainer
+
+from ._errors import NotReadableError
+
+logger = logging.getLogger(__name__)
+
+#: Output muxer per input demuxer (FFmpeg names); WebM stays WebM when its codecs allow.
+_MUXERS = {"matroska,webm": "matroska", "mov,mp4,m4a,3gp,3g2,mj2": "mp4", "ogg": "ogg"}
+_WEBM_CODECS = frozenset({"vp8", "vp9", "av1", "opus", "vorbis"})
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """What :func:`repair` kept."""
+
+    #: Packets copied per kind (``"video"``, ``"audio"``).
+    packets: dict[str, int]
+    #: Seconds of media in the repaired file (the longest stream).
+    duration: float
+    #: True when reading stopped at damage rather than at a clean end.
+    truncated: bool
+
+
+def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> RepairResult:
+    """Copy every readable packet of ``in_path`` into a finished, seekable ``out_path``.
+
+    Blocking (file and PyAV work): from asyncio, run it with ``asyncio.to_thread``.
+    ``out_path`` is written as a temporary file next to it and renamed when complete, so
+    it is either the old file or the whole new one.
+
+    Raises:
+        NotReadableError: ``in_path`` is missing, is not a media file, or holds no audio
+            or video packet that can be read.
+        OSError: ``out_path`` cannot be written.
+    """
+    source = os.fspath(in_path)
+    target = os.fspath(out_path)
+    try:
+        container = av.open(source, mode="r")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise NotReadableError(f"{source}: not a media file ({getattr(exc, 'strerror', None) or exc})") from exc
+    assert isinstance(container, InputContainer)
+    with container:
+        streams = [s for s in container.streams if s.type in ("video", "audio")]
+        if not streams:
+            raise NotReadableError(f"{source}: no audio or video in it")
+        muxer = _muxer(container.format.name, [s.codec_context.name for s in streams], target)
+        temporary = f"{target}.repairing"
+        try:
+            result = _remux(container, streams, temporary, muxer)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+    if not any(result.packets.values()):
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise NotReadableError(f"{source}: no packet could be read")
+    os.replace(temporary, target)
+    return result
+
+
+def _muxer(demuxer: str, codecs: list[str], target: str) -> str:
+    muxer = _MUXERS.get(demuxer, "matroska")
+    if muxer == "matroska" and (target.lower().endswith(".webm") and set(codecs) <= _WEBM_CODECS):
+        return "webm"
+    return muxer
+
+
+def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str, muxer: str) -> RepairResult:
+    # A real file, so the muxer can seek back: Duration and Cues (Matroska), the moov (MP4).
+    options = {"movflags": "+faststart"} if muxer == "mp4" else {}
+    output = av.open(path, mode="w", format=muxer, options=options)
+    packets = {"video": 0, "audio": 0}
+    ends: list[float] = []
+    truncated = False
+    with output:
+        mapping = {s.index: output.add_stream_from_template(s) for s in streams}
+        last_dts: dict[int, int] = {}
+        try:
+            for packet in container.demux(streams):
+                if packet.dts is None or packet.size == 0:
+                    continue  # a flush packet
+                if packet.is_corrupt:
+                    truncated = True  # cut short by the crash (the demuxer says so): not kept
+                    continue
+                # Strictly increasing per stream, as muxers require.
+                if packet.stream.index in last_dts and packet.dts <= last_dts[packet.stream.index]:
+                    continue
+                last_dts[packet.stream.index] = packet.dts
+                if packet.pts is not None and packet.time_base:
+                    ends.append(float((packet.pts + (packet.duration or 0)) * packet.time_base))
+                kind = packet.stream.type
+                packet.stream = mapping[packet.stream.index]
+                output.mux(packet)
+                packets[kind] = packets.get(kind, 0) + 1
+        except (av.FFmpegError, EOFError) as exc:
+            truncated = True  # the damage: keep everything before it
+            logger.info("reading stopped at damage: %s", exc)
+    return RepairResult(packets, max(ends, default=0.0), truncated)

@@ -1,0 +1,97 @@
+"""Repair: a recording cut short becomes a finished, seekable file; garbage is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncrec import MediaRecorder, NotReadableError, repair
+from conftest import EventLog, make_stream
+from media_check import _run, _tool, ffmpeg_decode_errors
+
+
+def recorded(mime: str, seconds: float) -> bytes:
+    """The chunks of a recording of generated media (on a loop of its own)."""
+
+    async def record() -> bytes:
+        recorder = MediaRecorder(make_stream(duration=seconds), mimeType=mime)
+        log = EventLog(recorder)
+        recorder.start(250)
+        await log.wait_stopped()
+        return log.data
+
+    return asyncio.run(record())
+
+
+def format_duration(path: Path) -> str:
+    out = _run([_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)])
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("mime", "ext"),
+    [
+        pytest.param("video/webm;codecs=vp8,opus", ".webm", id="webm"),
+        pytest.param("video/x-matroska;codecs=avc1,opus", ".mkv", id="mkv"),
+        pytest.param("video/mp4;codecs=avc1,mp4a.40.2", ".mp4", id="mp4"),
+        pytest.param("audio/ogg;codecs=opus", ".ogg", id="ogg"),
+    ],
+)
+def test_a_file_cut_short_becomes_a_finished_seekable_one(mime: str, ext: str, tmp_path: Path) -> None:
+    data = recorded(mime, 3.0)
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(data[: len(data) * 6 // 10])  # a crash 60% of the way through
+    fixed = tmp_path / f"fixed{ext}"
+    result = repair(cut, fixed)
+    assert sum(result.packets.values()) > 10
+    assert ffmpeg_decode_errors(fixed) == ""
+    duration = format_duration(fixed)
+    assert duration not in ("", "N/A"), "a finished file states its duration"
+    assert float(duration) == pytest.approx(result.duration, abs=0.05)
+    assert 0.5 < float(duration) < 3.0
+    if ext in (".webm", ".mkv"):
+        # Cues: the index a player seeks with (the streamed file has none).
+        assert b"\x1c\x53\xbb\x6b" in fixed.read_bytes()
+        assert b"\x1c\x53\xbb\x6b" not in cut.read_bytes()
+    assert not list(tmp_path.glob("*.repairing"))
+
+
+def test_garbage_is_refused_with_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.webm"
+    garbage.write_bytes(os.urandom(10_000))
+    with pytest.raises(NotReadableError, match="not a media file"):
+        repair(garbage, tmp_path / "out.webm")
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncrec", "repair", str(garbage), str(tmp_path / "out.webm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("asyncrec: error: ")
+    assert str(garbage) in lines[0]
+    assert not (tmp_path / "out.webm").exists()
+
+
+def test_the_command_repairs_and_says_what_it_kept(tmp_path: Path) -> None:
+    data = recorded("video/webm", 2.0)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(data[: len(data) // 2])
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncrec", "repair", str(cut), str(tmp_path / "ok.webm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "video packets" in done.stdout
+    assert "audio packets" in done.stdout
+    assert format_duration(tmp_path / "ok.webm") not in ("", "N/A")
