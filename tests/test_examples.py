@@ -140,7 +140,9 @@ def test_typed_handlers(tmp_path: Path) -> None:
     assert counted is not None, result.stdout
     chunks, delivered, written = map(int, counted.groups())
     assert chunks >= 1
-    assert delivered == written == (tmp_path / "out.webm").stat().st_size
+    assert delivered == written
+    # FileSink finished the file at close (Duration and Cues added): it is a little larger.
+    assert (tmp_path / "out.webm").stat().st_size >= written
     check_file(tmp_path / "out.webm", video="vp8", audio="opus", seconds=1.0)
 
 

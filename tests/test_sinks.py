@@ -22,6 +22,7 @@ import pytest
 import asyncrec
 from asyncrec import FileSink, MediaRecorder
 from conftest import EventLog, make_stream
+from media_check import _run, _tool, ffmpeg_decode_errors
 
 #: Looked up, not imported: against a copy without SinkError the tests fail one by one.
 SinkError: Any = getattr(asyncrec, "SinkError", None)
@@ -232,3 +233,40 @@ def test_record_into_a_missing_directory_exits_1_with_one_line(tmp_path: Path) -
     result = record("--source", "fake", "--duration", "1", str(out))
     assert_one_error_line(result, str(out))
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("mime", "ext"), [("video/webm", ".webm"), ("video/mp4", ".mp4"), ("video/x-matroska", ".mkv")]
+)
+async def test_file_sink_leaves_a_finished_seekable_file_at_close(mime: str, ext: str, tmp_path: Path) -> None:
+    path = tmp_path / f"finished{ext}"
+    recorder = MediaRecorder(make_stream(duration=2.0), mimeType=mime)
+    log = EventLog(recorder)
+    async with FileSink(path) as sink:
+        recorder.ondataavailable = sink.write
+        recorder.start(250)
+        await log.wait_stopped()
+    probed = await asyncio.to_thread(
+        _run, [_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
+    )
+    assert float(probed.stdout.strip()) == pytest.approx(2.0, abs=0.1), "a numeric duration"
+    data = await asyncio.to_thread(path.read_bytes)
+    if ext == ".mp4":
+        assert data.index(b"moov") < data.index(b"mdat"), "the index first (faststart)"
+    else:
+        assert b"\x1c\x53\xbb\x6b" in data, "Cues, the index players seek with"
+    assert await asyncio.to_thread(ffmpeg_decode_errors, path) == ""
+    assert not await asyncio.to_thread(lambda: list(tmp_path.glob("*.repairing")))
+
+
+async def test_file_sink_can_keep_the_streamed_file(tmp_path: Path) -> None:
+    path = tmp_path / "streamed.webm"
+    recorder = MediaRecorder(make_stream(duration=1.0))
+    log = EventLog(recorder)
+    async with FileSink(path, finish=False, fsync="never") as sink:
+        recorder.ondataavailable = sink.write
+        recorder.start(250)
+        await log.wait_stopped()
+    assert await asyncio.to_thread(path.read_bytes) == log.data
+    with pytest.raises(ValueError, match="fsync"):
+        FileSink(path, fsync="sometimes")  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ import os
 import stat
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from ._errors import SinkError
+from ._errors import AsyncrecError, SinkError
 from ._events import BlobEvent
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,32 @@ class FileSink:
     A sink is used once: after :meth:`aclose`, ``open`` and ``write`` raise SinkError
     (reopening would truncate the recording).
 
+    Durable and finished: by default each chunk is flushed to the disk (``fsync="chunk"``;
+    ``"close"`` syncs once at the end, ``"never"`` leaves it to the OS), so a process killed
+    at any moment leaves a file that decodes up to its last whole chunk. At
+    :meth:`aclose` the streamed file, which like a browser's has no Duration and no index,
+    is remuxed into a finished, seekable one (WebM/Matroska with Duration and Cues, MP4
+    with its ``moov`` at the front: see :func:`~asyncrec.repair`); the finished copy
+    replaces it atomically, so a crash while finishing leaves the streamed file intact.
+    ``finish=False`` keeps the streamed file as it is.
+
     Cancelling a call stops the wait at once, but an operation already handed to its
     thread cannot be interrupted: it completes, and the next call waits for it, so
     operations never overlap and chunks stay whole and in order.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: Literal["chunk", "close", "never"] = "chunk",
+        finish: bool = True,
+    ) -> None:
+        if fsync not in ("chunk", "close", "never"):
+            raise ValueError(f"fsync must be 'chunk', 'close' or 'never', not {fsync!r}")
         self.path = os.fspath(path)
+        self.fsync = fsync
+        self.finish = finish
         self._file: io.FileIO | None = None
         self._error: SinkError | None = None
         self._closed = False
@@ -160,6 +179,8 @@ class FileSink:
         try:
             while view:
                 view = view[file.write(view) :]  # a short write (disk nearly full) goes on
+            if self.fsync == "chunk" and _regular(file):
+                os.fsync(file.fileno())  # the chunk is on the disk before the next one
         except OSError as exc:
             self._cut_partial_chunk(file)
             raise self._fail(exc) from exc
@@ -178,9 +199,29 @@ class FileSink:
         if file is None:
             return
         try:
+            regular = _regular(file)
+            if self.fsync != "never" and regular and self._error is None:
+                os.fsync(file.fileno())
             file.close()
         except OSError as exc:
             if self._error is not None:
                 logger.debug("closing %s after %s: %s", self.path, self._error, exc)
                 return
             raise self._fail(exc) from exc
+        if self.finish and regular and self._error is None and self.bytes_written:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Replace the streamed file with a finished one; on failure the streamed file,
+        which plays as it is, stays."""
+        from ._repair import repair  # PyAV work, on this thread
+
+        try:
+            repair(self.path, self.path)
+        except (AsyncrecError, OSError) as exc:
+            logger.warning("%s: kept as streamed (no Duration or index): %s", self.path, exc)
+
+
+def _regular(file: io.FileIO) -> bool:
+    """Whether ``file`` is a regular file (not a device or a pipe: nothing to sync or finish)."""
+    return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
