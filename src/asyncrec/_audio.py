@@ -16,12 +16,13 @@ timestamp is set on that reference.
 
 from __future__ import annotations
 
-import itertools
 from fractions import Fraction
 from typing import Any
 
 import av
 from av.audio.stream import AudioStream
+
+from ._graphs import configure_chain
 
 AUDIO_RATE = 48000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
@@ -43,12 +44,6 @@ def silence_like(frame: av.AudioFrame) -> av.AudioFrame:
     return silent
 
 
-def _chain(graph: av.filter.Graph, *nodes: av.filter.FilterContext) -> None:
-    for upstream, downstream in itertools.pairwise(nodes):
-        upstream.link_to(downstream)
-    graph.configure()
-
-
 def _pull_all(graph: av.filter.Graph) -> list[av.AudioFrame]:
     frames: list[av.AudioFrame] = []
     while True:
@@ -67,7 +62,7 @@ class _Converter:
         rate = frame.sample_rate
         self.rate = rate
         self._ref = av.filter.Graph()
-        _chain(
+        configure_chain(
             self._ref,
             self._ref.add_abuffer(
                 format=frame.format.name, sample_rate=rate, layout=frame.layout.name, time_base=Fraction(1, rate)
@@ -77,7 +72,7 @@ class _Converter:
         self._graph = av.filter.Graph()
         # rematrix_maxval keeps a downmix (5.1 to stereo) within full scale in float formats.
         resample = f"{AUDIO_RATE}:async={ASYNC_SAMPLES}:min_hard_comp={AUDIO_GAP}:rematrix_maxval=1.0"
-        _chain(
+        configure_chain(
             self._graph,
             self._graph.add_abuffer(
                 format=frame.format.name, sample_rate=rate, layout=frame.layout.name, time_base=Fraction(1, rate)

@@ -103,8 +103,8 @@ class _Domain:
 @dataclass(slots=True)
 class _TrackClock:
     domain: object
-    declared_live: bool
-    declared_not_live: bool
+    #: What the track says of its liveness: True, False, or None (judged per frame).
+    declared: bool | None
     anchor_source: float | None = None
     anchor_media: float = 0.0
     last_source: float | None = None
@@ -123,10 +123,7 @@ class RecordingClock:
     """
 
     def __init__(self, domains: list[object], live: list[bool | None]) -> None:
-        self._tracks = [
-            _TrackClock(domain, declared is True, declared is False)
-            for domain, declared in zip(domains, live, strict=True)
-        ]
+        self._tracks = [_TrackClock(domain, declared) for domain, declared in zip(domains, live, strict=True)]
         self._domains: dict[object, _Domain] = {}
         self._zero: float | None = None
         self._paused_total = 0.0
@@ -176,7 +173,7 @@ class RecordingClock:
         if self._zero is None:
             self._zero = arrival
         clock = self._tracks[track]
-        realtime = realtime or clock.declared_live
+        realtime = realtime or clock.declared is True
         wall = self.elapsed(arrival)
         if source_time is None:
             media = self._untimed(clock, wall, arrival - held, realtime)
@@ -209,7 +206,7 @@ class RecordingClock:
             # A source that says it is not live makes frames as fast as it can: when its
             # first one arrived says nothing of its timeline, which starts with the
             # recording's.
-            domain = self._domains[clock.domain] = _Domain(source_time, 0.0 if clock.declared_not_live else wall)
+            domain = self._domains[clock.domain] = _Domain(source_time, 0.0 if clock.declared is False else wall)
         clock.anchor_source = domain.source
         clock.anchor_media = domain.media
 

@@ -12,7 +12,6 @@ letterboxing of frames of another size, both with the GIL released.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from fractions import Fraction
@@ -21,6 +20,7 @@ import av
 from av.video.stream import VideoStream
 
 from ._formats import CodecSpec
+from ._graphs import configure_chain
 
 VIDEO_TIME_BASE = Fraction(1, 1000)
 
@@ -94,10 +94,7 @@ class VideoPath:
             chain.append(graph.add("scale", "in_range=full:out_range=limited"))
         chain.append(graph.add("format", self._pix_fmt))
         chain.append(graph.add("buffersink"))
-        for upstream, downstream in itertools.pairwise(chain):
-            upstream.link_to(downstream)
-        graph.configure()
-        return graph
+        return configure_chain(graph, *chain)
 
 
 def worker_started() -> None:
