@@ -95,3 +95,30 @@ def test_the_command_repairs_and_says_what_it_kept(tmp_path: Path) -> None:
     assert "video packets" in done.stdout
     assert "audio packets" in done.stdout
     assert format_duration(tmp_path / "ok.webm") not in ("", "N/A")
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_the_new_file_is_on_the_disk_before_it_replaces_the_old(
+    sync: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rec.webm"
+    path.write_bytes(recorded("video/webm;codecs=vp8,opus", 1.0))
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        calls.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    repair(path, path, sync=sync)
+    if sync:
+        assert calls == [f"fsync {path}.repairing", "replace", f"fsync {tmp_path}"]
+    else:
+        assert calls == ["replace"]
+    assert ffmpeg_decode_errors(path) == ""

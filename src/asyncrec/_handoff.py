@@ -8,6 +8,13 @@ Bounds are in bytes of frame data, per track. Overflow policy:
 * audio, and video of sources that are not at real time (faster, slower, or without
   timestamps): the input waits for room, which holds the source back; nothing is dropped.
 
+Tracks also stay together in media time: a frame that is not real time waits while it is
+more than ``MEDIA_LEAD`` ahead of another track that has started and not ended (for at
+most ``LEAD_PATIENCE`` of wall time, so a track that stalls never stops the others).
+Otherwise a generated or file source races ahead by megabytes of audio, the muxer's
+interleaving gives way, and clusters hold blocks out of time order, which Chromium's
+``MediaSource`` refuses.
+
 Control messages (cut, pause, resume, stop) are never refused and keep their place in the
 order. The worker takes everything queued at once, so each wake-up is one lock round and
 at most one ``call_soon_threadsafe`` back to the loop.
@@ -31,6 +38,11 @@ VIDEO_QUEUE_BYTES = 16 * 1024 * 1024
 VIDEO_QUEUE_FRAMES = 8
 #: Per track, bytes of audio waiting for the worker (about 40 s of 48 kHz stereo s16).
 AUDIO_QUEUE_BYTES = 8 * 1024 * 1024
+#: How far (s of media) a track that is not real time may run ahead of the others; well
+#: inside the muxer's max_interleave_delta.
+MEDIA_LEAD = 0.2
+#: The longest a frame waits for a lagging track (s of wall time).
+LEAD_PATIENCE = 0.5
 
 
 @dataclass(slots=True)
@@ -95,6 +107,12 @@ class HandOff:
         self._room: list[asyncio.Future[None]] = []
         self._room_wanted = False
         self._closed = False
+        # Media-time gate (loop side only): each track's latest time, whether it ended,
+        # since when it waits for a lagging track, and who waits.
+        self._front: list[float | None] = [None] * len(kinds)
+        self._ended = [False] * len(kinds)
+        self._gated_since: list[float | None] = [None] * len(kinds)
+        self._gated: list[asyncio.Future[None]] = []
 
     # -- event loop side ------------------------------------------------------------------
     def depth(self) -> int:
@@ -110,6 +128,23 @@ class HandOff:
             return False  # one frame always fits, whatever its size
         limit = self._max_frames[track]
         return self._bytes[track] + nbytes > self._limits[track] or (limit > 0 and self._frames[track] >= limit)
+
+    def _ahead(self, item: FrameItem) -> bool:
+        if item.realtime or self._closed:
+            return False
+        since = self._gated_since[item.track]
+        if since is not None and time.monotonic() - since >= LEAD_PATIENCE:
+            return False
+        return any(
+            front is not None and not ended and item.time > front + MEDIA_LEAD
+            for n, (front, ended) in enumerate(zip(self._front, self._ended, strict=True))
+            if n != item.track
+        )
+
+    def track_ended(self, track: int) -> None:
+        """``track`` sends no more: nobody waits for it."""
+        self._ended[track] = True
+        self._wake_gated()
 
     def offer(self, item: FrameItem) -> int:
         """Queue ``item``, dropping the oldest droppable frames of its track while full;
@@ -132,6 +167,14 @@ class HandOff:
     def room(self, item: FrameItem) -> asyncio.Future[None] | None:
         """Queue ``item`` if its track has room and return None; else return a future
         that completes when the worker has taken items (then offer it again)."""
+        if self._ahead(item):
+            if self._gated_since[item.track] is None:
+                self._gated_since[item.track] = time.monotonic()
+                self._loop.call_later(LEAD_PATIENCE, self._wake_gated)
+            waiter = self._loop.create_future()
+            self._gated.append(waiter)
+            return waiter
+        self._gated_since[item.track] = None
         with self._cond:
             if not self._full(item.track, item.nbytes):
                 self._append(item)
@@ -153,11 +196,24 @@ class HandOff:
         with self._cond:
             self._closed = True
         self._wake_room()
+        self._wake_gated()
 
     def _append(self, item: FrameItem) -> None:
         self._items.append(item)
         self._account(item, 1)
         self._cond.notify()
+        front = self._front[item.track]
+        if front is None or item.time > front:
+            self._front[item.track] = item.time
+            if self._gated:
+                # Called on the loop (offer, room): a lagging track moved, so retry.
+                self._loop.call_soon(self._wake_gated)
+
+    def _wake_gated(self) -> None:
+        waiters, self._gated = self._gated, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _account(self, item: FrameItem, sign: int) -> None:
         self._bytes[item.track] += sign * item.nbytes

@@ -190,6 +190,7 @@ class TrackInput:
     def end(self, failed: bool) -> None:
         if not self.ended:
             self.ended = True
+            self._recording.handoff.track_ended(self.index)
             self._recording._input_ended()
 
 

@@ -19,6 +19,7 @@ import av
 from av.container import InputContainer
 
 from ._errors import NotReadableError
+from ._interleave import lower_dts, video_lead
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,15 @@ class RepairResult:
     truncated: bool
 
 
-def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> RepairResult:
+def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, sync: bool = True) -> RepairResult:
     """Copy every readable packet of ``in_path`` into a finished, seekable ``out_path``.
 
     Blocking (file and PyAV work): from asyncio, run it with ``asyncio.to_thread``.
-    ``out_path`` is written as a temporary file next to it and renamed when complete, so
-    it is either the old file or the whole new one.
+    ``out_path`` is written as a temporary file next to it (``out_path + ".repairing"``,
+    left behind only if the process dies meanwhile) and renamed when complete, so it is
+    either the old file or the whole new one. With ``sync`` (the default) the new file is
+    on the disk before the rename and the rename is on the disk before returning, so a
+    power cut cannot leave an empty file in place of the recording.
 
     Raises:
         NotReadableError: ``in_path`` is missing, is not a media file, or holds no audio
@@ -74,8 +78,20 @@ def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) ->
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise NotReadableError(f"{source}: no packet could be read")
+    if sync:
+        _sync(temporary)
     os.replace(temporary, target)
+    if sync:
+        _sync(os.path.dirname(os.path.abspath(target)), directory=True)
     return result
+
+
+def _sync(path: str, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _muxer(demuxer: str, codecs: list[str], target: str) -> str:
@@ -94,6 +110,8 @@ def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str
     truncated = False
     with output:
         mapping = {s.index: output.add_stream_from_template(s) for s in streams}
+        output.start_encoding()
+        lead = video_lead(output, streams)
         last_dts: dict[int, int] = {}
         try:
             for packet in container.demux(streams):
@@ -109,6 +127,8 @@ def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str
                 if packet.pts is not None and packet.time_base:
                     ends.append(float((packet.pts + (packet.duration or 0)) * packet.time_base))
                 kind = packet.stream.type
+                if kind == "video":
+                    lower_dts(packet, lead)
                 packet.stream = mapping[packet.stream.index]
                 output.mux(packet)
                 packets[kind] = packets.get(kind, 0) + 1

@@ -217,7 +217,7 @@ class FileSink:
         from ._repair import repair  # PyAV work, on this thread
 
         try:
-            repair(self.path, self.path)
+            repair(self.path, self.path, sync=self.fsync != "never")
         except (AsyncrecError, OSError) as exc:
             logger.warning("%s: kept as streamed (no Duration or index): %s", self.path, exc)
 

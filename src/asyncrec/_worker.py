@@ -39,6 +39,7 @@ from ._container import StreamSetup, WorkerSettings, open_container
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import Format
 from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
+from ._interleave import lower_dts, video_lead
 from ._video import VideoPath, black_frame, worker_finished, worker_started
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ class RecordingWorker:
         self.counters = counters
         self._thread = threading.Thread(target=self._run, name="asyncrec-worker", daemon=True)
         self._container: OutputContainer | None = None
+        #: How much lower video dts go to the muxer (see _interleave).
+        self._video_lead = Fraction(0)
         self._cutter = ChunkCutter(settings.timeslice)
         self._preopen = _Preopen()
         self._start = 0.0  # media time shifted to 0 (s)
@@ -254,6 +257,10 @@ class RecordingWorker:
                 self._container, streams = open_container(
                     self._fmt, setups, self._settings, self._cutter.sink, self._cutter.cluster_ms
                 )
+                # The header now: the encoders open, so their priming is known before the
+                # first packet reaches the interleaver.
+                self._container.start_encoding()
+                self._video_lead = video_lead(self._container, streams)
         except AsyncrecError as exc:
             self._fail(exc)
             return
@@ -324,6 +331,8 @@ class RecordingWorker:
         assert self._container is not None
         for packet in packets:
             before = self._cutter.sink.total
+            if packet.stream.type == "video":
+                lower_dts(packet, self._video_lead)
             self._container.mux_one(packet)
             at_ms = end_ms = None
             if packet.pts is not None and packet.time_base:
