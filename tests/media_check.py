@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -174,3 +175,27 @@ def ogg_page_ends(data: bytes) -> list[int]:
         assert pos <= len(data), f"Ogg page ending at {pos} is cut off at {len(data)}"
         ends.append(pos)
     return ends
+
+
+#: What the RFC 6381 string of each codec recorded looks like (asyncrec's encoders: H.264
+#: High profile, VP9 profile 0, AV1 Main, all 8-bit 4:2:0; levels vary with the picture).
+_FULL_CODEC = {
+    "avc1": r"avc1\.64[0-9A-F]{2}[0-9A-F]{2}",
+    "vp9": r"vp09\.00\.\d\d\.08",
+    "vp09": r"vp09\.00\.\d\d\.08",
+    "av1": r"av01\.0\.\d\d[MH]\.08",
+    "av01": r"av01\.0\.\d\d[MH]\.08",
+}
+
+
+def mime_pattern(mime: str) -> str:
+    """A regular expression for the ``mimeType`` a recorder reports after ``start`` for a
+    recording of ``mime`` (given with plain codec identifiers, ``video/mp4;codecs=avc1``)."""
+    container, _, codecs = mime.partition(";codecs=")
+    full = [_FULL_CODEC.get(codec, re.escape(codec)) for codec in codecs.split(",")]
+    return re.escape(container) + ";codecs=" + ",".join(full)
+
+
+def assert_mime(actual: str | None, mime: str) -> None:
+    assert actual is not None, f"no mimeType where {mime} was expected"
+    assert re.fullmatch(mime_pattern(mime), actual), f"{actual!r} is not {mime} in full"

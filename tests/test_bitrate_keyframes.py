@@ -155,7 +155,9 @@ async def test_bits_per_second_is_split(tmp_path: Path) -> None:
 
 
 async def test_bits_per_second_goes_to_the_only_recorded_kind() -> None:
-    async with MediaRecorder(MediaStream([audio_track(0.2)]), mimeType="audio/webm", bitsPerSecond=96_000) as recorder:
+    # Real time, so the recording is still going once start() has been awaited.
+    track = SampleTrack(rich_sound, channels=2, realtime=True, duration=2.0)
+    async with MediaRecorder(MediaStream([track]), mimeType="audio/webm", bitsPerSecond=96_000) as recorder:
         await recorder.start()
         assert recorder.audioBitsPerSecond == 96_000
         await recorder.stop()

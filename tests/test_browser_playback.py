@@ -37,7 +37,12 @@ RECORD_TIMEOUT = 60.0
 FORMATS = [
     pytest.param("video/webm;codecs=vp8,opus", id="webm-vp8-opus"),
     pytest.param("video/webm;codecs=vp9,opus", id="webm-vp9-opus"),
+    pytest.param("video/webm;codecs=av1,opus", id="webm-av1-opus"),
     pytest.param("video/mp4;codecs=avc1,mp4a.40.2", id="mp4-avc1-aac"),
+    pytest.param("video/mp4;codecs=vp09,opus", id="mp4-vp09-opus"),
+    pytest.param("video/mp4;codecs=av01,mp4a.40.2", id="mp4-av01-aac"),
+    pytest.param("audio/webm;codecs=opus", id="audio-webm-opus"),
+    pytest.param("audio/mp4;codecs=mp4a.40.2", id="audio-mp4-aac"),
 ]
 
 

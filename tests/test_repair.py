@@ -40,6 +40,9 @@ def format_duration(path: Path) -> str:
         pytest.param("video/x-matroska;codecs=avc1,opus", ".mkv", id="mkv"),
         pytest.param("video/mp4;codecs=avc1,mp4a.40.2", ".mp4", id="mp4"),
         pytest.param("audio/ogg;codecs=opus", ".ogg", id="ogg"),
+        # PyAV has no AV1 decoder: the copy must not need one.
+        pytest.param("video/webm;codecs=av1,opus", ".webm", id="webm-av1"),
+        pytest.param("video/mp4;codecs=av01,opus", ".mp4", id="mp4-av1"),
     ],
 )
 def test_a_file_cut_short_becomes_a_finished_seekable_one(mime: str, ext: str, tmp_path: Path) -> None:

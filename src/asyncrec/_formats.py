@@ -276,8 +276,11 @@ class Format:
 
     @property
     def mime_type(self) -> str:
-        """The MIME type with the codecs used, as Chromium spells it."""
-        codecs = [spec.mime_id(self.container.muxer) for spec in (self.video, self.audio) if spec is not None]
+        """The MIME type with the codecs used, as Chromium spells it (identifiers only)."""
+        return self.with_codecs([spec.mime_id(self.container.muxer) for spec in (self.video, self.audio) if spec])
+
+    def with_codecs(self, codecs: list[str]) -> str:
+        """The MIME type with these codec strings (video first)."""
         return f"{self.container.mime};codecs={','.join(codecs)}"
 
 

@@ -135,7 +135,14 @@ class MediaRecorder:
     @property
     def mimeType(self) -> str:  # noqa: N802 - W3C spelling
         """The type as constructed until the ``"start"`` event; from then on the container
-        and codecs actually used, e.g. ``video/webm;codecs=vp8,opus``."""
+        and codecs actually used, as full RFC 6381 codec strings with the encoder's real
+        profile and level, which ``MediaSource.isTypeSupported`` accepts as they are:
+        ``video/webm;codecs=vp8,opus``, ``video/mp4;codecs=avc1.64001E,mp4a.40.2``,
+        ``video/webm;codecs=vp09.00.30.08,opus``, ``video/mp4;codecs=av01.0.04M.08,opus``.
+
+        ``"start"`` waits for the encoders to open (the first frame of every track) to
+        know them; if no track sends a frame within 3.5 s it fires with the codec
+        identifiers alone, and ``mimeType`` gains the details when the encoders open."""
         return self._mime_type
 
     @property
@@ -271,9 +278,10 @@ class MediaRecorder:
         recording.start()
 
         def set_mime_type() -> None:
-            self._mime_type = fmt.mime_type
+            self._mime_type = recording.mime_type
+            recording.start_dispatched = True
 
-        return self._completion(recording.emit(Event("start"), set_mime_type))
+        return self._completion(recording.emit_start(set_mime_type))
 
     def stop(self) -> Completion:
         """Stop recording: the final ``"dataavailable"``, then ``"stop"``.
@@ -447,6 +455,11 @@ class MediaRecorder:
             self._recording_failed(head, error)
 
     # RecordingOwner: what a recording reports, on the loop.
+    def _recording_opened(self, recording: Recording) -> None:
+        # Opened only after ``start`` gave up waiting: mimeType learns the details now.
+        if recording.start_dispatched and recording is self._last_recording:
+            self._mime_type = recording.mime_type
+
     def _recording_ready(self, recording: Recording) -> None:
         self._recordings.pump()
 

@@ -33,11 +33,15 @@ from ._formats import Format
 from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
 from ._stats import TrackStatistics
 from ._stream import Track
-from ._worker import Failure, Finished, Output, RecordingWorker, TrackInfo, WorkerCounters
+from ._worker import Failure, Finished, Opened, Output, RecordingWorker, TrackInfo, WorkerCounters
 
 logger = logging.getLogger(__name__)
 
 Hook = Callable[[], None]
+
+#: The longest ``start`` waits for the encoders to open (s): a track that sends nothing
+#: for this long does not hold it back.
+START_PATIENCE = 3.5
 
 
 class RecordingOwner(Protocol):
@@ -48,6 +52,9 @@ class RecordingOwner(Protocol):
 
     def _recording_failed(self, recording: Recording, error: AsyncrecError) -> None: ...
     def _recording_tracks_ended(self, recording: Recording) -> None: ...
+    def _recording_opened(self, recording: Recording) -> None:
+        """The encoders are open: ``recording.mime_type`` names what is written."""
+
     def _recording_finished(self, recording: Recording) -> None:
         """The worker is done; the ``stop`` event is queued next."""
 
@@ -61,6 +68,8 @@ class Slot:
     done: asyncio.Future[None]
     before: Hook | None = None
     request: int | None = None
+    #: The ``start`` event, waiting for the encoders to open (see Recording.emit_start).
+    start: bool = False
 
 
 def declared_live(track: Track) -> bool | None:
@@ -228,6 +237,11 @@ class Recording:
         self._running: asyncio.Future[None] | None = None  # pending while paused
         self._tail: list[Chunk] = []  # chunks cut after stop(), for the final one
         self._final_only = False
+        #: RFC 6381 strings of what is recorded, once the encoders are open.
+        self.codecs: list[str] | None = None
+        #: ``start`` has reached the handlers (and set the recorder's mimeType).
+        self.start_dispatched = False
+        self._start_timer: asyncio.TimerHandle | None = None
         self.chunks_out = 0
         self.bytes_out = 0
 
@@ -307,6 +321,29 @@ class Recording:
         self._owner._recording_ready(self)
         return slot.done
 
+    def emit_start(self, before: Hook) -> asyncio.Future[None]:
+        """Queue ``start``; it is dispatched once the encoders are open (so ``mimeType``
+        can name their profile and level), or after ``START_PATIENCE`` if no track sends
+        a frame by then, or when the recording ends or fails first."""
+        slot = Slot(None, self._loop.create_future(), before, start=True)
+        self.slots.append(slot)
+        self._start_timer = self._loop.call_later(START_PATIENCE, self._release_start)
+        return slot.done
+
+    def _release_start(self) -> None:
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        slot = next((slot for slot in self.slots if slot.start), None)
+        if slot is not None and slot.event is None:
+            slot.event = Event("start")
+            self._owner._recording_ready(self)
+
+    @property
+    def mime_type(self) -> str:
+        """The type recorded: full codec strings once the encoders are open."""
+        return self.format.mime_type if self.codecs is None else self.format.with_codecs(self.codecs)
+
     def emit_error(self, event: Event) -> None:
         """Queue an ``error``: before ``stop`` if that is already queued (a sink that
         failed on the final chunk), else after everything queued so far."""
@@ -330,7 +367,7 @@ class Recording:
                 if slot.event is None and slot.request == chunk.request:
                     slot.event = self._blob(chunk.data, chunk.timecode, chunk.duration)
                     return
-        pending = next((n for n, slot in enumerate(self.slots) if slot.event is None), None)
+        pending = next((n for n, slot in enumerate(self.slots) if slot.event is None and not slot.start), None)
         if pending is not None:
             # Data the worker produced before a requested chunk comes before it.
             blob = self._blob(chunk.data, chunk.timecode, chunk.duration)
@@ -367,7 +404,12 @@ class Recording:
         for output in outputs:
             if isinstance(output, Chunk):
                 self._place_chunk(output)
+            elif isinstance(output, Opened):
+                self.codecs = output.codecs
+                self._release_start()
+                self._owner._recording_opened(self)
             elif isinstance(output, Failure):
+                self._release_start()
                 self._owner._recording_failed(self, output.error)
             elif isinstance(output, Finished):
                 self._finish()
@@ -376,6 +418,7 @@ class Recording:
     def _finish(self) -> None:
         self.stop(final_only=False)  # the worker may have finished by itself after a failure
         self._worker.join()  # it has reported Finished: this returns at once
+        self._release_start()
         for slot in self.slots:
             if slot.event is None:  # a request the worker could not answer
                 slot.event = self._blob(b"", 0.0)

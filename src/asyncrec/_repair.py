@@ -109,7 +109,7 @@ def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str
     ends: list[float] = []
     truncated = False
     with output:
-        mapping = {s.index: output.add_stream_from_template(s) for s in streams}
+        mapping = {s.index: output.add_stream_from_template(s, opaque=True) for s in streams}
         output.start_encoding()
         lead = video_lead(output, streams)
         last_dts: dict[int, int] = {}

@@ -35,6 +35,7 @@ from av.video.stream import VideoStream
 
 from ._audio import AudioPath, silence_like
 from ._chunks import Chunk, ChunkCutter
+from ._codec_strings import codec_string
 from ._container import StreamSetup, WorkerSettings, open_container
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import Format
@@ -62,11 +63,19 @@ class Failure:
 
 
 @dataclass(slots=True)
+class Opened:
+    """The encoders are open and the header is written: ``codecs`` are the RFC 6381
+    strings of what is recorded, video first."""
+
+    codecs: list[str]
+
+
+@dataclass(slots=True)
 class Finished:
     pass
 
 
-Output = Chunk | Failure | Finished
+Output = Chunk | Failure | Opened | Finished
 
 
 @dataclass
@@ -264,6 +273,12 @@ class RecordingWorker:
         except AsyncrecError as exc:
             self._fail(exc)
             return
+        codecs = []
+        for setup, stream in zip(setups, streams, strict=True):
+            spec = self._fmt.video if setup.kind == "video" else self._fmt.audio
+            assert spec is not None
+            codecs.append(codec_string(spec, self._fmt.container.muxer, stream, setup.frame_rate))
+        self._outputs.append(Opened(codecs))
         for track, stream in zip(self._tracks, streams, strict=True):
             track.stream = stream
             if isinstance(stream, VideoStream):
