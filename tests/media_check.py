@@ -181,10 +181,9 @@ def ogg_page_ends(data: bytes) -> list[int]:
 #: High profile, VP9 profile 0, AV1 Main, all 8-bit 4:2:0; levels vary with the picture).
 _FULL_CODEC = {
     "avc1": r"avc1\.64[0-9A-F]{2}[0-9A-F]{2}",
-    "vp9": r"vp09\.00\.\d\d\.08",
     "vp09": r"vp09\.00\.\d\d\.08",
-    "av1": r"av01\.0\.\d\d[MH]\.08",
     "av01": r"av01\.0\.\d\d[MH]\.08",
+    "av1": r"av01\.0\.\d\d[MH]\.08",
 }
 
 

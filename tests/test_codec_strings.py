@@ -58,9 +58,9 @@ async def test_av01_names_the_level_in_the_file(size: tuple[int, int], level: in
 
 async def test_vp09_has_profile_0_and_the_level_of_its_size_and_rate(tmp_path: Path) -> None:
     track = FrameTrack(moving_pattern(640, 480), fps=30, realtime=False, duration=0.3)
-    recording = await record([track], mimeType="video/webm;codecs=vp9")
-    assert stream_info(recording.save(tmp_path / "out.webm"))["profile"] == "Profile 0"
-    assert recording.mime_at_start == "video/webm;codecs=vp09.00.30.08"
+    recording = await record([track], mimeType="video/mp4;codecs=vp09")
+    assert stream_info(recording.save(tmp_path / "out.mp4"))["profile"] == "Profile 0"
+    assert recording.mime_at_start == "video/mp4;codecs=vp09.00.30.08"
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,19 @@ def test_parsers_read_avcc_annex_b_and_av1c() -> None:
     assert av01(header) == "av01.0.04M.08"
     assert av01(bytes.fromhex("81000c00") + header) == "av01.0.04M.08"
     assert av01(b"\x00") is None
+
+
+@pytest.mark.parametrize(
+    ("mime", "expected"),
+    [
+        ("video/webm;codecs=vp9,opus", "video/webm;codecs=vp9,opus"),
+        ("video/x-matroska;codecs=av1", "video/x-matroska;codecs=av01.0.00M.08,opus"),
+        ("video/webm;codecs=av1,opus", "video/webm;codecs=av01.0.00M.08,opus"),
+    ],
+)
+async def test_webm_keeps_chromiums_vp9_and_details_av1(mime: str, expected: str) -> None:
+    recording = await record(make_stream(duration=0.2), mimeType=mime)
+    assert recording.mime_at_start == expected
 
 
 async def test_start_waits_a_bounded_time_for_a_silent_track(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,11 @@ really has (``avc1.64001E``, ``vp09.00.30.08``, ``av01.0.04M.08``), so these are
 from what the encoder wrote (H.264's SPS, AV1's sequence header) or, for VP9, whose
 bitstream carries no level, from the picture size and rate as FFmpeg's ``vpcC`` writer
 does. VP8, Opus and AAC-LC strings carry no detail (``vp8``, ``opus``, ``mp4a.40.2``).
+
+WebM and Matroska keep Chromium's spelling for VP9 (``vp9``, which MediaSource accepts
+there as it is); ``vp09.PP.LL.DD`` is MP4's. AV1 and H.264 get their detailed strings in
+every container: Chromium's MediaSource refuses ``video/webm;codecs=av1`` and ``avc1``
+alone says nothing a player can check.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def codec_string(spec: CodecSpec, muxer: str, stream: object, frame_rate: Fracti
         return avc1(extradata) or plain
     if spec.id == "av1":
         return av01(extradata) or plain
-    if spec.id == "vp9":
+    if spec.id == "vp9" and muxer == "mp4":
         rate = frame_rate or NOMINAL_RATE
         return f"vp09.00.{vp9_level(stream.codec_context.width, stream.codec_context.height, rate):02d}.08"
     return plain
