@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from asyncrec import BlobEvent, MediaRecorder
 from conftest import EventLog, make_stream
-from media_check import ffmpeg_decode_errors, ffprobe_duration
+from media_check import _run, _tool, ffmpeg_decode_errors, ffprobe_duration
 
 
 @pytest.mark.parametrize(
@@ -37,3 +40,93 @@ async def test_chunks_are_numbered_and_their_durations_add_up_to_the_file(mime: 
     for before, after in itertools.pairwise(chunks):
         if after.data:
             assert after.timecode == pytest.approx(before.timecode + before.duration, abs=1.0)
+
+
+def video_packets_by_ffprobe(path: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's ffprobe: ``pos,flags`` of every video packet of ``path``."""
+    out = _run(
+        [
+            _tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pos,flags",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ]
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+async def recorded_chunks(mime: str, **options: object) -> list[BlobEvent]:
+    recorder = MediaRecorder(make_stream(duration=3.0, realtime=False), mimeType=mime, **options)  # type: ignore[arg-type]
+    log = EventLog(recorder)
+    recorder.start(250)
+    await log.wait_stopped()
+    return [e for e in log.events if e.type == "dataavailable" and e.data]
+
+
+@pytest.mark.parametrize(
+    ("mime", "every"),
+    [
+        pytest.param("video/webm;codecs=vp8,opus", None, id="webm-one-key-frame"),
+        pytest.param("video/webm;codecs=vp8,opus", 1, id="webm-all-key-frames"),
+        pytest.param("video/webm;codecs=vp8,opus", 10, id="webm-key-every-10"),
+        pytest.param("video/mp4;codecs=avc1,mp4a.40.2", 10, id="mp4-key-every-10"),
+    ],
+)
+async def test_keyframe_says_whether_the_chunk_starts_with_a_key_frame(
+    mime: str, every: int | None, tmp_path: Path
+) -> None:
+    chunks = await recorded_chunks(mime, videoKeyFrameIntervalCount=every)
+    assert len(chunks) >= 6
+    assert chunks[0].keyframe
+    for chunk in chunks[1:]:
+        # Checked by Debian's ffprobe: the first chunk (the header), then this one.
+        path = tmp_path / f"chunk{chunk.sequence}.bin"
+        path.write_bytes(chunks[0].data + chunk.data)
+        rows = [line.split(",") for line in video_packets_by_ffprobe(path).stdout.split()]
+        first = next(flags for pos, flags in rows if int(pos) >= len(chunks[0].data))
+        assert chunk.keyframe == ("K" in first), f"chunk {chunk.sequence}"
+    flags = [c.keyframe for c in chunks[1:]]
+    if every == 1:
+        assert all(flags)
+    elif every is None:
+        assert not any(flags)  # VP8's one key frame is the first frame
+
+
+async def test_audio_chunks_all_start_with_a_key_frame() -> None:
+    chunks = await recorded_chunks("audio/webm;codecs=opus")
+    assert len(chunks) >= 6
+    assert all(c.keyframe for c in chunks)
+
+
+@pytest.mark.slow
+async def test_wallclock_aligns_two_recordings_of_one_live_stream() -> None:
+    """Two recorders on one live stream, the second started 1 s later: each chunk's
+    ``wallclock - timecode`` (where its recording's 0 sits on the wall clock) tells when
+    each recording started, within a frame or two, and the first chunk's is when start()
+    was called."""
+    stream = make_stream(duration=4.0, realtime=True, size=(160, 120))
+    first = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus")
+    second = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus")
+    logs = EventLog(first), EventLog(second)
+    started = [time.time()]
+    first.start(500)
+    await asyncio.sleep(1.0)  # the offset under test, not a synchronisation
+    started.append(time.time())
+    second.start(500)
+    await asyncio.gather(*(log.wait_stopped() for log in logs))
+    origins = []
+    for log, when in zip(logs, started, strict=True):
+        chunks = [e for e in log.events if e.type == "dataavailable" and e.data]
+        assert len(chunks) >= 4
+        zeros = [c.wallclock - c.timecode / 1000 for c in chunks]
+        assert max(zeros) - min(zeros) < 0.1, zeros  # one origin for the whole recording
+        assert zeros[0] == pytest.approx(when, abs=0.15)
+        origins.append(zeros[0])
+    assert origins[1] - origins[0] == pytest.approx(started[1] - started[0], abs=0.07)

@@ -15,12 +15,23 @@ return in a single Blob"):
 * ``requestData()``: at the next cluster boundary (at most one short cluster later), or
   after ``CUT_GRACE`` with what there is;
 * ``stop()``: everything left, as the final chunk.
+
+Each chunk also says whether it starts with a key frame (its first video frame decodes
+without an earlier chunk: read back with PyAV's demuxer behind the first chunk, which
+holds the header) and when, by the wall clock, its first frame reached the recorder.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import math
 import time
 from dataclasses import dataclass, field
+
+import av
+
+logger = logging.getLogger(__name__)
 
 #: Longest span of media the muxer holds before writing it out (ms).
 MAX_CLUSTER_MS = 100
@@ -39,6 +50,10 @@ class Chunk:
     duration: float
     request: int | None = None
     final: bool = False
+    #: Its first video frame is a key frame (or it holds no video: nothing to wait for).
+    keyframe: bool = False
+    #: UNIX time (s) at which its first frame reached the recorder; None if empty.
+    wallclock: float | None = None
 
 
 class WriteOnlySink:
@@ -74,8 +89,14 @@ class _Requests:
 class ChunkCutter:
     """Decides when the sink's bytes leave as a chunk (see the module docstring)."""
 
-    def __init__(self, timeslice: float | None) -> None:
+    def __init__(self, timeslice: float | None, *, has_video: bool = False) -> None:
         self.sink = WriteOnlySink()
+        self._has_video = has_video
+        self._header = b""  # the first chunk's bytes: what later chunks are read behind
+        # Wall clock: UNIX time = monotonic + this; and the least (arrival - media time)
+        # of the frames since the last cut, the capture delay least disturbed by jitter.
+        self._epoch = time.time() - time.monotonic()
+        self._arrival_offset = math.inf
         self._timeslice = timeslice
         self.cluster_ms = MAX_CLUSTER_MS if timeslice is None else max(10, min(MAX_CLUSTER_MS, round(timeslice * 1000)))
         self._requests = _Requests()
@@ -86,6 +107,15 @@ class ChunkCutter:
         self.chunks: list[Chunk] = []
 
     # -- what happened ----------------------------------------------------------------------
+    def frame(self, at: float, arrival: float, realtime: bool) -> None:
+        """A frame at media time ``at`` (s) that arrived at ``arrival`` (monotonic s) is
+        encoded. Real time: the least delay since the last cut (jitter only adds delay);
+        otherwise media and wall time part ways, and the chunk's first frame says when."""
+        if realtime:
+            self._arrival_offset = min(self._arrival_offset, arrival - at)
+        elif not math.isfinite(self._arrival_offset):
+            self._arrival_offset = arrival - at
+
     def realtime(self, now: float, realtime: bool) -> None:
         """Whether the recording's sources run at real time, as its latest frames tell."""
         if self._timeslice is None:
@@ -140,11 +170,25 @@ class ChunkCutter:
     def cut(self, *, request: int | None = None, final: bool = False) -> None:
         data = self.sink.take()
         duration = max(0.0, self._written_until - self._chunk_start) if data else 0.0
-        self.chunks.append(Chunk(data, self._chunk_start, duration, request, final))
+        chunk = Chunk(data, self._chunk_start, duration, request, final)
+        if data:
+            chunk.keyframe = self._starts_with_key_frame(data)
+            if math.isfinite(self._arrival_offset):
+                chunk.wallclock = self._epoch + self._arrival_offset + self._chunk_start / 1000
+                self._arrival_offset = math.inf
+        self.chunks.append(chunk)
         if data:
             self._chunk_start = self._written_until
         if self._wall_deadline is not None and self._timeslice is not None:
             self._wall_deadline = time.monotonic() + self._timeslice
+
+    def _starts_with_key_frame(self, data: bytes) -> bool:
+        if not self._header:
+            self._header = data
+            return True  # the header, then the encoders' first frames
+        if not self._has_video:
+            return True  # audio frames all decode on their own
+        return first_video_is_key(self._header, data)
 
     def finish(self) -> None:
         """The muxer is closed: answer what is asked, then the final chunk (which holds
@@ -161,3 +205,20 @@ class ChunkCutter:
     def take(self) -> list[Chunk]:
         chunks, self.chunks = self.chunks, []
         return chunks
+
+
+def first_video_is_key(header: bytes, data: bytes) -> bool:
+    """Whether the first video packet in ``data`` is a key frame (True if it has none),
+    read by PyAV's demuxer from ``header + data`` (``header``: the recording's first chunk)."""
+    try:
+        with av.open(io.BytesIO(header + data), mode="r") as container:
+            video = container.streams.video
+            if not video:
+                return True
+            for packet in container.demux(video[0]):
+                if packet.pos is not None and packet.pos >= len(header) and packet.size:
+                    return bool(packet.is_keyframe)
+    except (av.FFmpegError, EOFError) as exc:
+        logger.debug("chunk not readable behind the header: %s", exc)
+        return False
+    return True

@@ -43,11 +43,20 @@ class BlobEvent(Event):
 
     ``timecode`` (milliseconds) is the media time of the chunk's first data, counted from
     the first data of the recording; the first chunk's is 0. Beyond the spec:
-    ``sequence`` numbers the chunks of one recording (0, 1, 2...), and ``duration`` is the
-    media the chunk holds (milliseconds; the chunks of a recording add up to its length).
+
+    * ``sequence`` numbers the chunks of one recording (0, 1, 2...);
+    * ``duration`` is the media the chunk holds (milliseconds; the chunks of a recording
+      add up to its length);
+    * ``keyframe``: the chunk starts with a key frame, so with the header (the first
+      chunk) it decodes without the chunks between (always true for audio only, and for
+      every chunk with ``independent_chunks=True``);
+    * ``wallclock``: UNIX time (seconds) at which the chunk's first frame reached the
+      recorder (for a live source, about when it was captured), so recordings made apart
+      can be aligned: ``wallclock - timecode / 1000`` is where the recording's media time
+      0 sits on the wall clock. None for an empty chunk.
     """
 
-    __slots__ = ("data", "duration", "sequence", "timecode")
+    __slots__ = ("data", "duration", "keyframe", "sequence", "timecode", "wallclock")
 
     def __init__(
         self,
@@ -57,12 +66,16 @@ class BlobEvent(Event):
         *,
         sequence: int = 0,
         duration: float = 0.0,
+        keyframe: bool = False,
+        wallclock: float | None = None,
     ) -> None:
         super().__init__(type)
         self.data = data
         self.timecode = timecode
         self.sequence = sequence
         self.duration = duration
+        self.keyframe = keyframe
+        self.wallclock = wallclock
 
     def __repr__(self) -> str:
         return f"<BlobEvent {self.type} {len(self.data)} bytes at {self.timecode:.0f} ms>"

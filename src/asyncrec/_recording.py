@@ -44,6 +44,20 @@ Hook = Callable[[], None]
 START_PATIENCE = 3.5
 
 
+def merge(chunks: list[Chunk]) -> Chunk:
+    """One chunk of consecutive ones (the last one's place and request)."""
+    first = next((c for c in chunks if c.data), chunks[-1])
+    return Chunk(
+        b"".join(c.data for c in chunks),
+        first.timecode,
+        sum(c.duration for c in chunks),
+        chunks[-1].request,
+        chunks[-1].final,
+        keyframe=first.keyframe,
+        wallclock=first.wallclock,
+    )
+
+
 class RecordingOwner(Protocol):
     """What a recording reports to its recorder, always on the loop."""
 
@@ -365,31 +379,35 @@ class Recording:
         if chunk.request is not None:
             for slot in self.slots:
                 if slot.event is None and slot.request == chunk.request:
-                    slot.event = self._blob(chunk.data, chunk.timecode, chunk.duration)
+                    slot.event = self._blob(chunk)
                     return
         pending = next((n for n, slot in enumerate(self.slots) if slot.event is None and not slot.start), None)
         if pending is not None:
             # Data the worker produced before a requested chunk comes before it.
-            blob = self._blob(chunk.data, chunk.timecode, chunk.duration)
-            self.slots.insert(pending, Slot(blob, self._loop.create_future()))
+            self.slots.insert(pending, Slot(self._blob(chunk), self._loop.create_future()))
             return
         if self.stopping and self._final_only and not chunk.final:
             # After stop() everything left goes into the one final chunk, as the spec
             # says (the worker still encodes the frames taken before stop()).
             self._tail.append(chunk)
             return
-        data, timecode, duration = chunk.data, chunk.timecode, chunk.duration
         if self._tail:
-            data = b"".join(c.data for c in self._tail) + data
-            timecode = next((c.timecode for c in self._tail if c.data), timecode)
-            duration += sum(c.duration for c in self._tail)
+            chunk = merge([*self._tail, chunk])
             self._tail.clear()
-        self.slots.append(Slot(self._blob(data, timecode, duration), self._loop.create_future()))
+        self.slots.append(Slot(self._blob(chunk), self._loop.create_future()))
 
-    def _blob(self, data: bytes, timecode: float, duration: float = 0.0) -> BlobEvent:
-        event = BlobEvent("dataavailable", data, timecode, sequence=self.chunks_out, duration=duration)
+    def _blob(self, chunk: Chunk) -> BlobEvent:
+        event = BlobEvent(
+            "dataavailable",
+            chunk.data,
+            chunk.timecode,
+            sequence=self.chunks_out,
+            duration=chunk.duration,
+            keyframe=chunk.keyframe,
+            wallclock=chunk.wallclock,
+        )
         self.chunks_out += 1
-        self.bytes_out += len(data)
+        self.bytes_out += len(chunk.data)
         return event
 
     # -- worker results -------------------------------------------------------------------------
@@ -421,7 +439,7 @@ class Recording:
         self._release_start()
         for slot in self.slots:
             if slot.event is None:  # a request the worker could not answer
-                slot.event = self._blob(b"", 0.0)
+                slot.event = self._blob(Chunk(b"", 0.0, 0.0))
         self.finished = True
         self._owner._recording_finished(self)
         self.slots.append(Slot(Event("stop"), self.done))

@@ -151,7 +151,7 @@ class RecordingWorker:
         self._container: OutputContainer | None = None
         #: How much lower video dts go to the muxer (see _interleave).
         self._video_lead = Fraction(0)
-        self._cutter = ChunkCutter(settings.timeslice)
+        self._cutter = ChunkCutter(settings.timeslice, has_video=any(t.kind == "video" for t in tracks))
         self._preopen = _Preopen()
         self._start = 0.0  # media time shifted to 0 (s)
         self._outputs: list[Output] = []
@@ -313,6 +313,7 @@ class RecordingWorker:
             self.counters.busy += time.perf_counter() - started
         self.counters.encoded[item.track] += 1
         self.counters.media_time = max(self.counters.media_time, at)
+        self._cutter.frame(at, item.arrival, item.realtime)
 
     def _encode_video(self, track: _Track, item: FrameItem, at: float) -> list[av.Packet[Any]]:
         assert track.video is not None
