@@ -33,7 +33,7 @@ from ._errors import (
 from ._events import BlobEvent, Completion, ErrorEvent, Event
 from ._recorder import MediaRecorder
 from ._repair import RepairResult, repair
-from ._sink import FileSink
+from ._sink import FileSink, Sink
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
 from .sources import (
@@ -82,6 +82,7 @@ __all__ = [
     "RepairResult",
     "SampleTrack",
     "SecurityError",
+    "Sink",
     "SinkError",
     "SourceStream",
     "SourceTrack",

@@ -16,6 +16,10 @@ return in a single Blob"):
   after ``CUT_GRACE`` with what there is;
 * ``stop()``: everything left, as the final chunk.
 
+With independent chunks the worker closes the muxer and opens a new one at each cut
+(:meth:`ChunkCutter.due`, :meth:`ChunkCutter.wall_due`, and at once for
+``requestData()``), so every chunk is a file of its own; this then only keeps the times.
+
 Each chunk also says whether it starts with a key frame (its first video frame decodes
 without an earlier chunk: read back with PyAV's demuxer behind the first chunk, which
 holds the header) and when, by the wall clock, its first frame reached the recorder.
@@ -89,9 +93,10 @@ class _Requests:
 class ChunkCutter:
     """Decides when the sink's bytes leave as a chunk (see the module docstring)."""
 
-    def __init__(self, timeslice: float | None, *, has_video: bool = False) -> None:
+    def __init__(self, timeslice: float | None, *, has_video: bool = False, independent: bool = False) -> None:
         self.sink = WriteOnlySink()
         self._has_video = has_video
+        self.independent = independent
         self._header = b""  # the first chunk's bytes: what later chunks are read behind
         # Wall clock: UNIX time = monotonic + this; and the least (arrival - media time)
         # of the frames since the last cut, the capture delay least disturbed by jitter.
@@ -133,6 +138,8 @@ class ChunkCutter:
         if self.sink.total != before and at_ms is not None:
             # The muxer has just written out what it held: its new cluster starts about here.
             self._written_until = max(self._written_until, at_ms)
+            if self.independent:
+                return  # the worker cuts where a new file can start
             if self._timeslice is not None and self._written_until - self._chunk_start >= self._timeslice * 1000:
                 self.cut()
         if self._requests.ids and self.sink.total > self._requests.mark:
@@ -149,6 +156,31 @@ class ChunkCutter:
         self._requests.deadline = now + self.cluster_ms / 1000 + CUT_GRACE
         self._requests.mark = self.sink.total
 
+    # -- independent chunks -------------------------------------------------------------------
+    def due(self, at_ms: float) -> bool:
+        """Whether media at ``at_ms`` belongs in the next chunk (by the timeslice)."""
+        return self._timeslice is not None and at_ms - self._chunk_start >= self._timeslice * 1000
+
+    def wall_due(self, now: float) -> bool:
+        """Whether a real-time recording's chunk is due by the wall clock."""
+        if self._wall_deadline is None or now < self._wall_deadline:
+            return False
+        if not self.sink.pending:
+            assert self._timeslice is not None
+            self._wall_deadline = now + self._timeslice
+            return False
+        return True
+
+    def piece_done(self, request: int | None, at_ms: float) -> None:
+        """The worker closed the muxer: everything muxed is in the sink; cut it, the
+        next chunk starting at ``at_ms``."""
+        self._written_until = max(self._written_until, at_ms)
+        self.cut(request=request)
+
+    def answer_empty(self, request: int) -> None:
+        """A requestData() when nothing was muxed since the last cut."""
+        self.chunks.append(Chunk(b"", self._chunk_start, 0.0, request))
+
     # -- timers -----------------------------------------------------------------------------
     def deadline(self) -> float | None:
         deadlines = [d for d in (self._wall_deadline,) if d is not None]
@@ -157,6 +189,8 @@ class ChunkCutter:
         return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> None:
+        if self.independent:
+            return  # the worker asks wall_due()
         if self._requests.ids and now >= self._requests.deadline:
             self._answer_requests()
         if self._wall_deadline is not None and now >= self._wall_deadline:
@@ -186,7 +220,7 @@ class ChunkCutter:
         if not self._header:
             self._header = data
             return True  # the header, then the encoders' first frames
-        if not self._has_video:
+        if not self._has_video or self.independent:
             return True  # audio frames all decode on their own
         return first_video_is_key(self._header, data)
 

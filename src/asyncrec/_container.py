@@ -42,6 +42,8 @@ class WorkerSettings:
     #: Force a key frame after this many seconds or frames (None: the encoder decides).
     key_frame_interval: float | None = None
     key_frame_count: int | None = None
+    #: Every chunk a file of its own (header, then a key frame first).
+    independent_chunks: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,7 @@ def open_container(
 
     Raises whatever PyAV raises (the worker maps it to EncodingError).
     """
-    options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
-    if fmt.muxer in ("webm", "matroska"):
-        options["cluster_time_limit"] = str(cluster_ms)
-    elif fmt.muxer == "ogg":
-        options["page_duration"] = str(cluster_ms * 1000)
-    elif fmt.muxer == "mp4":
-        # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
-        # fragments as short as Matroska's clusters. delay_moov writes the moov with the
-        # first fragment, once the encoders' priming is known, so an edit list keeps AAC
-        # and Opus priming out of the timeline.
-        options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
-        options["frag_duration"] = str(cluster_ms * 1000)
-    container = av.open(sink, mode="w", format=fmt.muxer, container_options=options)
+    container = _open_muxer(fmt, sink, cluster_ms)
     streams: list[Stream] = []
     try:
         for setup in setups:
@@ -94,6 +84,38 @@ def open_container(
         container.close()
         raise
     return container, streams
+
+
+def open_piece(fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster_ms: int) -> OutputContainer:
+    """A new muxer on ``sink`` for the packets of the already open ``encoders`` (streams
+    in the same order, so packets keep their stream index), header written: the next
+    independent chunk. Raises whatever PyAV raises."""
+    container = _open_muxer(fmt, sink, cluster_ms)
+    try:
+        for encoder in encoders:
+            # opaque: the encoder's own codec and parameters (extradata included).
+            container.add_stream_from_template(encoder, opaque=True)
+        container.start_encoding()
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+def _open_muxer(fmt: Format, sink: WriteOnlySink, cluster_ms: int) -> OutputContainer:
+    options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
+    if fmt.muxer in ("webm", "matroska"):
+        options["cluster_time_limit"] = str(cluster_ms)
+    elif fmt.muxer == "ogg":
+        options["page_duration"] = str(cluster_ms * 1000)
+    elif fmt.muxer == "mp4":
+        # Fragmented, so nothing needs a seek back: ftyp+moov first, then moof/mdat
+        # fragments as short as Matroska's clusters. delay_moov writes the moov with the
+        # first fragment, once the encoders' priming is known, so an edit list keeps AAC
+        # and Opus priming out of the timeline.
+        options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
+        options["frag_duration"] = str(cluster_ms * 1000)
+    return av.open(sink, mode="w", format=fmt.muxer, container_options=options)
 
 
 def _add_video(

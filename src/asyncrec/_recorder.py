@@ -81,8 +81,16 @@ class MediaRecorder:
         audioBitrateMode: BitrateMode = "variable",  # noqa: N803
         videoKeyFrameIntervalDuration: float | None = None,  # noqa: N803
         videoKeyFrameIntervalCount: int | None = None,  # noqa: N803
+        independent_chunks: bool = False,
     ) -> None:
         """Create a recorder for ``stream``; nothing starts until :meth:`start`.
+
+        ``independent_chunks=True``: every ``dataavailable`` chunk is a playable file on
+        its own (the container header, then media starting with a key frame; timestamps
+        go on from the previous chunk, so appended one after the other to a
+        ``MediaSource`` they still play as one), for chunks uploaded, stored or streamed
+        separately. A key frame per chunk costs bitrate. By default, as in the spec, only
+        the first chunk has the header and the chunks make one file together.
 
         Raises:
             NotSupportedError: ``mimeType`` names a container or codec that cannot be
@@ -95,6 +103,8 @@ class MediaRecorder:
             raise TypeError(f"stream must be a MediaStream, not {type(stream).__name__}")
         if not isinstance(mimeType, str):
             raise TypeError("mimeType must be a str")
+        if not isinstance(independent_chunks, bool):
+            raise TypeError("independent_chunks must be a bool")
         if audioBitrateMode not in ("constant", "variable"):
             raise TypeError(f"audioBitrateMode must be 'constant' or 'variable', not {audioBitrateMode!r}")
         audio_bps = unsigned("audioBitsPerSecond", audioBitsPerSecond)
@@ -113,6 +123,7 @@ class MediaRecorder:
         if self._constrained_bps is not None:
             self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
         self._audio_bitrate_mode: BitrateMode = audioBitrateMode
+        self._independent_chunks = independent_chunks
 
         self._dispatcher = EventDispatcher()
         self._dispatcher.on_sink_error = self._sink_failed
@@ -267,6 +278,7 @@ class MediaRecorder:
             timeslice=seconds,
             key_frame_interval=None if self._key_frame_duration is None else self._key_frame_duration / 1000,
             key_frame_count=self._key_frame_count,
+            independent_chunks=self._independent_chunks,
         )
         recording = Recording(self, fmt, tracks, settings)
         self._state = "recording"

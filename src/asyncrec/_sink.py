@@ -1,4 +1,5 @@
-"""FileSink: writes a recording's chunks to a file without blocking the event loop."""
+"""Sinks: where a recording's chunks go. The protocol, and FileSink, which writes them to a
+file without blocking the event loop."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import stat
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from ._errors import AsyncrecError, SinkError
 from ._events import BlobEvent
@@ -19,6 +20,32 @@ from ._events import BlobEvent
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What a recording's chunks can go to: an object with ``async write(chunk)`` and
+    ``async aclose()``. :class:`FileSink` and :class:`SegmentSink` are sinks; so is any
+    class of yours with these two methods (an HTTP upload, a queue, object storage).
+
+    Attach one as the ``dataavailable`` handler, ``recorder.ondataavailable = sink.write``;
+    the recorder awaits each write before it delivers the next chunk, which is the
+    backpressure: a slow ``write`` holds back a source that is not real time (its frames
+    wait, nothing is dropped); a real-time source cannot wait, so its chunks queue, up to
+    ``MediaRecorder.max_undelivered_bytes``, past which the recording stops with
+    ``QuotaExceededError`` (everything produced is still delivered).
+
+    ``write`` should raise :class:`SinkError` when the data cannot be kept (the recording
+    then stops with an ``"error"`` event, then delivers the rest and ``"stop"``) and may
+    be cancelled; ``aclose`` is called once the recording has stopped and must be
+    idempotent.
+    """
+
+    async def write(self, chunk: BlobEvent) -> None:
+        """Keep one chunk (in order: the chunks of a recording arrive one at a time)."""
+
+    async def aclose(self) -> None:
+        """Finish: everything written is kept once this returns."""
 
 
 class FileSink:

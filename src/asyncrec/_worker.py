@@ -36,7 +36,7 @@ from av.video.stream import VideoStream
 from ._audio import AudioPath, silence_like
 from ._chunks import Chunk, ChunkCutter
 from ._codec_strings import codec_string
-from ._container import StreamSetup, WorkerSettings, open_container
+from ._container import StreamSetup, WorkerSettings, open_container, open_piece
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import Format
 from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
@@ -151,7 +151,17 @@ class RecordingWorker:
         self._container: OutputContainer | None = None
         #: How much lower video dts go to the muxer (see _interleave).
         self._video_lead = Fraction(0)
-        self._cutter = ChunkCutter(settings.timeslice, has_video=any(t.kind == "video" for t in tracks))
+        self._cutter = ChunkCutter(
+            settings.timeslice,
+            has_video=any(t.kind == "video" for t in tracks),
+            independent=settings.independent_chunks,
+        )
+        #: The muxer packets go to: the first one (whose streams hold the encoders) or,
+        #: with independent chunks, the current chunk's; None between two chunks.
+        self._muxer: OutputContainer | None = None
+        self._force_key = False  # the next video frame starts an independent chunk
+        self._has_video = any(t.kind == "video" for t in tracks)
+        self._video_end_ms = 0.0  # where the video muxed so far ends (audio, if none)
         self._preopen = _Preopen()
         self._start = 0.0  # media time shifted to 0 (s)
         self._outputs: list[Output] = []
@@ -196,8 +206,11 @@ class RecordingWorker:
                     self._finish(item.video_end)
                     return
                 elif isinstance(item, Cut):
-                    immediate = self._container is None or self._paused or self._failed
-                    self._cutter.request(item.request, monotonic(), immediate)
+                    if self._cutter.independent and self._container is not None and not self._failed:
+                        self._next_piece(item.request)
+                    else:
+                        immediate = self._container is None or self._paused or self._failed
+                        self._cutter.request(item.request, monotonic(), immediate)
                 elif isinstance(item, Pause):
                     self._paused = True
                 elif isinstance(item, Resume):
@@ -228,6 +241,8 @@ class RecordingWorker:
     def _timers(self, now: float) -> None:
         if self._container is None and self._preopen.deadline is not None and now >= self._preopen.deadline:
             self._open()
+        if self._cutter.independent and self._container is not None and self._cutter.wall_due(now):
+            self._next_piece()
         self._cutter.tick(now)
         self._outputs.extend(self._cutter.take())
 
@@ -270,6 +285,7 @@ class RecordingWorker:
                 # first packet reaches the interleaver.
                 self._container.start_encoding()
                 self._video_lead = video_lead(self._container, streams)
+                self._muxer = self._container
         except AsyncrecError as exc:
             self._fail(exc)
             return
@@ -294,6 +310,11 @@ class RecordingWorker:
     def _encode(self, item: FrameItem) -> None:
         track = self._tracks[item.track]
         at = max(0.0, item.time - self._start)
+        # Independent chunks: a video frame starts the next file (as a key frame);
+        # audio only follows, unless there is no video.
+        starts = track.info.kind == "video" or not self._has_video
+        if starts and self._cutter.independent and self._muxer is not None and self._cutter.due(at * 1000):
+            self._next_piece(at_ms=at * 1000)
         started = time.perf_counter()
         try:
             with map_av_errors(f"encoding {track.info.kind}"):
@@ -325,7 +346,8 @@ class RecordingWorker:
             frame = black_frame(ctx.width, ctx.height)
         pts = max(round(at * 1000), track.last_pts + 1)
         track.last_pts = pts
-        own = track.video.own(frame, pts, self._key_frame_due(track, at))
+        own = track.video.own(frame, pts, self._force_key or self._key_frame_due(track, at))
+        self._force_key = False
         packets = track.stream.encode(own)
         for packet in packets:
             if packet.is_keyframe:
@@ -346,15 +368,43 @@ class RecordingWorker:
     def _mux(self, packets: list[av.Packet[Any]]) -> None:
         assert self._container is not None
         for packet in packets:
+            if self._muxer is None:  # the first packet of an independent chunk
+                self._muxer = open_piece(self._fmt, self._encoders(), self._cutter.sink, self._cutter.cluster_ms)
             before = self._cutter.sink.total
             if packet.stream.type == "video":
                 lower_dts(packet, self._video_lead)
-            self._container.mux_one(packet)
+            self._muxer.mux_one(packet)
             at_ms = end_ms = None
             if packet.pts is not None and packet.time_base:
                 at_ms = float(packet.pts * packet.time_base * 1000)
                 end_ms = at_ms + float((packet.duration or 0) * packet.time_base * 1000)
+                if packet.stream.type == "video" or not self._has_video:
+                    self._video_end_ms = max(self._video_end_ms, end_ms)
             self._cutter.muxed(before, at_ms, end_ms)
+
+    def _encoders(self) -> list[VideoStream | AudioStream]:
+        streams = [track.stream for track in self._tracks]
+        assert all(stream is not None for stream in streams)
+        return [stream for stream in streams if stream is not None]
+
+    def _next_piece(self, request: int | None = None, at_ms: float | None = None) -> None:
+        """Independent chunks: close the muxer (its file ends here) and cut; the next
+        packet opens a new one, after a forced key frame. ``at_ms``: the media time the
+        next chunk starts at (the frame about to be encoded), else where video ends."""
+        if self._muxer is None or self._failed:
+            if request is not None:
+                self._cutter.answer_empty(request)
+            return
+        if at_ms is None:
+            at_ms = self._video_end_ms
+        muxer, self._muxer = self._muxer, None
+        try:
+            with map_av_errors("closing a chunk's file"):
+                muxer.close()
+        except AsyncrecError as exc:
+            self._fail(exc)
+        self._cutter.piece_done(request, at_ms)
+        self._force_key = True
 
     # -- ending -----------------------------------------------------------------------------
     def _finish(self, video_end: float | None) -> None:
@@ -374,10 +424,12 @@ class RecordingWorker:
                     self._fail(exc)
             try:
                 with map_av_errors("closing the muxer"):
-                    self._container.close()
+                    if self._muxer is not None:
+                        self._muxer.close()
+                    self._container.close()  # the first muxer, if an independent chunk closed it
             except AsyncrecError as exc:
                 self._fail(exc)
-            self._container = None
+            self._container = self._muxer = None
         self._cutter.finish()
         self._outputs.extend(self._cutter.take())
 
