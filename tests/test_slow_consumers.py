@@ -60,3 +60,34 @@ async def test_a_slow_handler_is_bounded_and_sees_every_chunk(tmp_path: Path) ->
     path.write_bytes(b"".join(seen))
     assert seen == [e.data for e in log.events if isinstance(e, BlobEvent)]
     assert ffmpeg_decode_errors(path) == ""
+
+
+async def test_a_slow_sink_holds_back_a_source_that_can_wait(tmp_path: Path) -> None:
+    """Backpressure: a handler slower than a file-like source (not real time) slows the
+    recording down instead of failing it; what waits for the handler stays bounded and
+    nothing is lost."""
+    recorder = MediaRecorder(make_stream(duration=4.0, realtime=False, size=(320, 240)))
+    recorder.max_undelivered_bytes = 40_000  # a fraction of the recording
+    seen: list[bytes] = []
+    backlog: list[int] = []
+
+    async def slow(event: BlobEvent) -> None:
+        backlog.append(recorder._dispatcher.undelivered_bytes)
+        await asyncio.sleep(0.02)  # a sink slower than the encoder (work, not synchronisation)
+        seen.append(event.data)
+
+    recorder.ondataavailable = slow
+    log = EventLog(recorder)
+    recorder.start(50)
+    await log.wait_stopped()
+    assert "error" not in log.types
+    assert len(seen) > 20
+    assert sum(map(len, seen)) > 2 * recorder.max_undelivered_bytes
+    # Chunks waiting for the handler stay near the high-water mark (a quarter of the
+    # bound, plus what the worker had in hand when it stopped taking frames).
+    assert max(backlog) < recorder.max_undelivered_bytes // 2, max(backlog)
+    path = tmp_path / "slow-sink.webm"
+    path.write_bytes(b"".join(seen))
+    assert ffmpeg_decode_errors(path) == ""
+    stats = recorder.statistics()
+    assert pyav_frame_counts(path)["video"] == stats.tracks[0].frames_in == 120

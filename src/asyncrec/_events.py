@@ -165,6 +165,8 @@ class ChunkIterator(AsyncIterator[BlobEvent]):
                 self._waiter = None
         chunk = self._chunks.popleft()
         self.pending_bytes -= len(chunk.data)
+        if self._dispatcher.on_progress is not None:
+            self._dispatcher.on_progress()
         return chunk
 
     def _push(self, event: BlobEvent) -> None:
@@ -235,6 +237,8 @@ class EventDispatcher:
         #: Called with the SinkError a ``dataavailable`` handler raised (the recorder
         #: stops the recording); other handler exceptions are only logged.
         self.on_sink_error: Callable[[SinkError], None] | None = None
+        #: Called whenever undelivered bytes go down (an event delivered, a chunk taken).
+        self.on_progress: Hook | None = None
 
     # -- handlers -------------------------------------------------------------------------
     def add(self, type: str, handler: Handler) -> None:  # noqa: A002
@@ -345,6 +349,8 @@ class EventDispatcher:
             finally:
                 if done is not None and not done.done():
                     done.set_result(None)
+                if self.on_progress is not None and isinstance(event, BlobEvent):
+                    self.on_progress()
 
     async def _deliver(self, event: Event) -> None:
         if isinstance(event, BlobEvent):

@@ -127,6 +127,7 @@ class MediaRecorder:
 
         self._dispatcher = EventDispatcher()
         self._dispatcher.on_sink_error = self._sink_failed
+        self._dispatcher.on_progress = self._backlog_eased
         self._recording: Recording | None = None  # the recording state applies to
         #: Every recording whose events are not all dispatched yet, oldest first: only
         #: the oldest one's events reach the dispatcher, so recordings never interleave.
@@ -440,12 +441,21 @@ class MediaRecorder:
 
     def _check_backlog(self, recording: Recording) -> None:
         backlog = self._dispatcher.undelivered_bytes
+        if backlog > self.max_undelivered_bytes // 4:
+            # Slow handlers or iterators: the worker stops taking frames of sources that
+            # can wait, which holds them back (see Recording.outflow).
+            recording.outflow.clear()
         if backlog > self.max_undelivered_bytes and self._recording is recording and self._state != "inactive":
             # A stalled consumer: stop gathering rather than drop data or grow without bound.
             self._recording_failed(
                 recording,
                 QuotaExceededError(f"{backlog} bytes of chunks not taken by handlers or iterators; recording stopped"),
             )
+
+    def _backlog_eased(self) -> None:
+        if self._dispatcher.undelivered_bytes <= self.max_undelivered_bytes // 8:
+            for recording in self._recordings:
+                recording.outflow.set()
 
     def _on_track_set(self, change: str, track: Track) -> None:
         recording = self._recording

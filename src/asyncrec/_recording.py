@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,6 +231,11 @@ class Recording:
         self.clock = RecordingClock(domains, [i.declared for i in self.inputs])
         self.handoff = HandOff([t.kind for t in tracks], self._loop)
         self.counters = WorkerCounters([0] * len(tracks), [0] * len(tracks))
+        #: Set while the chunks produced are taken fast enough; cleared by the recorder
+        #: when handlers or iterators fall behind, and the worker then takes no frames of
+        #: sources that can wait (backpressure, within max_undelivered_bytes).
+        self.outflow = threading.Event()
+        self.outflow.set()
         self._worker = RecordingWorker(
             fmt,
             [TrackInfo(t.kind, frame_rate(t) if t.kind == "video" else None) for t in tracks],
@@ -237,6 +243,7 @@ class Recording:
             self.handoff,
             self._post_from_worker,
             self.counters,
+            self.outflow,
         )
         self._fanouts: list[TrackFanout] = []
         self.slots: deque[Slot] = deque()
@@ -281,6 +288,7 @@ class Recording:
             return
         self.stopping = True
         self._final_only = final_only
+        self.outflow.set()  # the worker finishes whatever the backlog
         self.handoff.close()
         for track_input, fan in zip(self.inputs, self._fanouts, strict=False):
             track_input.flush()
@@ -293,6 +301,7 @@ class Recording:
         loop that is shutting down)."""
         if not self.stopping:
             self.stopping = True
+            self.outflow.set()
             self.handoff.close()
             self.handoff.control(Stop(self._video_end()))
 

@@ -53,6 +53,8 @@ os.environ.setdefault("SVT_LOG", "1")
 OPEN_TIMEOUT = 3.0
 #: Bytes of frames held while waiting for the other tracks' first frames.
 PREOPEN_BYTES = 64 * 1024 * 1024
+#: How often a worker held back by slow handlers looks at its timers (s).
+OUTFLOW_RECHECK = 0.1
 #: Real-time video that has waited this long for the encoder is dropped (s).
 STALE_AFTER = 0.5
 
@@ -140,8 +142,11 @@ class RecordingWorker:
         handoff: HandOff,
         post: Callable[[list[Output]], None],
         counters: WorkerCounters,
+        outflow: threading.Event | None = None,
     ) -> None:
         self._fmt = fmt
+        self._outflow = outflow
+        self._realtime = False  # the latest frames came from a real-time source
         self._tracks = [_Track(info) for info in tracks]
         self._settings = settings
         self._handoff = handoff
@@ -193,6 +198,7 @@ class RecordingWorker:
 
     def _serve(self) -> None:
         while True:
+            self._wait_for_outflow()
             items = self._handoff.take(self._timeout())
             now = monotonic()
             newest = {item.track: item for item in items if isinstance(item, FrameItem) and item.droppable}
@@ -217,8 +223,20 @@ class RecordingWorker:
                     self._paused = False
             frames = [item for item in items if isinstance(item, FrameItem)]
             if frames:
-                self._cutter.realtime(now, any(item.realtime for item in frames))
+                self._realtime = any(item.realtime for item in frames)
+                self._cutter.realtime(now, self._realtime)
             self._timers(monotonic())
+            self._flush_outputs()
+
+    def _wait_for_outflow(self) -> None:
+        """Backpressure: while the loop has too many chunks undelivered, take no more
+        frames of sources that can wait (the hand-off fills, their inputs wait). A
+        real-time source cannot wait; the recorder's bound stops it if it must."""
+        outflow = self._outflow
+        while outflow is not None and not outflow.is_set() and not self._realtime:
+            outflow.wait(OUTFLOW_RECHECK)
+            now = monotonic()
+            self._timers(now)
             self._flush_outputs()
 
     def _stale(self, item: FrameItem, newest: dict[int, FrameItem]) -> bool:
