@@ -125,3 +125,14 @@ def test_the_new_file_is_on_the_disk_before_it_replaces_the_old(
     else:
         assert calls == ["replace"]
     assert ffmpeg_decode_errors(path) == ""
+
+
+def test_webm_stays_webm_whatever_the_target_is_named(tmp_path: Path) -> None:
+    """A recording being written under a temporary name (``asyncrec serve`` writes
+    ``NAME.webm.partial``) is finished as WebM, the DocType players and MediaSource check."""
+    partial = tmp_path / "rec.webm.partial"
+    partial.write_bytes(recorded("video/webm;codecs=vp8,opus", 1.0))
+    repair(partial, partial)
+    out = _run(["mkvinfo", str(partial)]).stdout
+    assert "Document type: webm" in out
+    assert "Duration" in out

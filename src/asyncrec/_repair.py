@@ -66,7 +66,7 @@ def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
         streams = [s for s in container.streams if s.type in ("video", "audio")]
         if not streams:
             raise NotReadableError(f"{source}: no audio or video in it")
-        muxer = _muxer(container.format.name, [s.codec_context.name for s in streams], target)
+        muxer = _muxer(container.format.name, [s.codec_context.name for s in streams], target, _is_webm(source))
         temporary = f"{target}.repairing"
         try:
             result = _remux(container, streams, temporary, muxer)
@@ -94,11 +94,20 @@ def _sync(path: str, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _muxer(demuxer: str, codecs: list[str], target: str) -> str:
+def _muxer(demuxer: str, codecs: list[str], target: str, webm: bool = False) -> str:
+    """The muxer for the finished file: the input's own, WebM staying WebM (by its
+    DocType, or a ``.webm`` target) when its codecs allow."""
     muxer = _MUXERS.get(demuxer, "matroska")
-    if muxer == "matroska" and (target.lower().endswith(".webm") and set(codecs) <= _WEBM_CODECS):
+    if muxer == "matroska" and (webm or target.lower().endswith(".webm")) and set(codecs) <= _WEBM_CODECS:
         return "webm"
     return muxer
+
+
+def _is_webm(path: str) -> bool:
+    """Whether the EBML header at the start of ``path`` declares DocType "webm" (a
+    Matroska file says "matroska"; FFmpeg's demuxer reports the two alike)."""
+    with open(path, "rb") as file:
+        return b"\x42\x82\x84webm" in file.read(64)
 
 
 def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str, muxer: str) -> RepairResult:
