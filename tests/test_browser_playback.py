@@ -73,11 +73,14 @@ def format_duration(path: Path) -> float | None:
     return None if text in ("", "N/A") else float(text)
 
 
-async def record(mime: str, *, timeslice: float, sink: FileSink | None = None) -> tuple[str, list[BlobEvent]]:
+async def record(
+    mime: str, *, timeslice: float, sink: FileSink | None = None, independent: bool = False
+) -> tuple[str, list[BlobEvent]]:
     """Record DURATION s of a moving pattern and a tone with ``mimeType=mime``; the recorder's
     mimeType read once "start" has been dispatched, and every chunk (written to ``sink`` too)."""
     chunks: list[BlobEvent] = []
-    async with MediaRecorder(make_stream(duration=DURATION, size=SIZE), mimeType=mime) as recorder:
+    stream = make_stream(duration=DURATION, size=SIZE)
+    async with MediaRecorder(stream, mimeType=mime, independent_chunks=independent) as recorder:
         events = aiter(recorder)  # before start(): every chunk, the first one included
         await recorder.start(timeslice)
         mime_type = recorder.mimeType
@@ -123,7 +126,21 @@ async def test_a_finished_file_has_a_finite_duration_and_seeks_in_chromium(
 async def test_chunks_appended_one_by_one_to_a_source_buffer_play_to_the_end(
     mime: str, browser: Browser, tmp_path: Path
 ) -> None:
-    recorded_mime, chunks = await record(mime, timeslice=TIMESLICE_MS)
+    await check_appended(mime, browser, tmp_path, independent=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mime", FORMATS[:2] + FORMATS[3:5])
+async def test_independent_chunks_appended_one_by_one_play_to_the_end(
+    mime: str, browser: Browser, tmp_path: Path
+) -> None:
+    """Each independent chunk brings its own header (an initialization segment): appended
+    in order they still play as one recording."""
+    await check_appended(mime, browser, tmp_path, independent=True)
+
+
+async def check_appended(mime: str, browser: Browser, tmp_path: Path, *, independent: bool) -> None:
+    recorded_mime, chunks = await record(mime, timeslice=TIMESLICE_MS, independent=independent)
     folder = tmp_path / "chunks"
     folder.mkdir()
     ext = extension(recorded_mime)
@@ -134,10 +151,13 @@ async def test_chunks_appended_one_by_one_to_a_source_buffer_play_to_the_end(
             (folder / name).write_bytes(chunk.data)
             names.append(name)
     assert len(names) >= 8, f"{len(names)} non-empty chunks for {DURATION} s with a {TIMESLICE_MS} ms timeslice"
-    whole = tmp_path / f"whole{ext}"
-    whole.write_bytes(b"".join(chunk.data for chunk in chunks))
-    probed = ffprobe_duration(whole)
     total = sum(chunk.duration for chunk in chunks) / 1000
+    if independent:  # one file per chunk: the concatenation is not one file for ffprobe
+        probed = total
+    else:
+        whole = tmp_path / f"whole{ext}"
+        whole.write_bytes(b"".join(chunk.data for chunk in chunks))
+        probed = ffprobe_duration(whole)
 
     async with serve_files(folder) as server:
         report = await append_chunks(browser, server.base_url, [server.url(name) for name in names], recorded_mime)

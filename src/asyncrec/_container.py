@@ -90,7 +90,7 @@ def open_piece(fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster
     """A new muxer on ``sink`` for the packets of the already open ``encoders`` (streams
     in the same order, so packets keep their stream index), header written: the next
     independent chunk. Raises whatever PyAV raises."""
-    container = _open_muxer(fmt, sink, cluster_ms)
+    container = _open_muxer(fmt, sink, cluster_ms, piece=True)
     try:
         for encoder in encoders:
             # opaque: the encoder's own codec and parameters (extradata included).
@@ -102,7 +102,7 @@ def open_piece(fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster
     return container
 
 
-def _open_muxer(fmt: Format, sink: WriteOnlySink, cluster_ms: int) -> OutputContainer:
+def _open_muxer(fmt: Format, sink: WriteOnlySink, cluster_ms: int, *, piece: bool = False) -> OutputContainer:
     options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
     if fmt.muxer in ("webm", "matroska"):
         options["cluster_time_limit"] = str(cluster_ms)
@@ -114,6 +114,10 @@ def _open_muxer(fmt: Format, sink: WriteOnlySink, cluster_ms: int) -> OutputCont
         # first fragment, once the encoders' priming is known, so an edit list keeps AAC
         # and Opus priming out of the timeline.
         options["movflags"] = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
+        if piece:
+            # A later independent chunk: its fragments keep the recording's times (tfdt),
+            # which MediaSource places them by, instead of starting again at 0.
+            options["movflags"] += "+frag_discont"
         options["frag_duration"] = str(cluster_ms * 1000)
     return av.open(sink, mode="w", format=fmt.muxer, container_options=options)
 
