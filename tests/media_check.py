@@ -198,3 +198,21 @@ def mime_pattern(mime: str) -> str:
 def assert_mime(actual: str | None, mime: str) -> None:
     assert actual is not None, f"no mimeType where {mime} was expected"
     assert re.fullmatch(mime_pattern(mime), actual), f"{actual!r} is not {mime} in full"
+
+
+def mkvinfo(path: str | Path) -> str:
+    """mkvinfo's (Debian's mkvtoolnix: a Matroska reader independent of FFmpeg) view of
+    every element of ``path``; ``--all``, since the Cues come after the clusters, where
+    mkvinfo stops by default."""
+    tool = shutil.which("mkvinfo")
+    if tool is None:
+        pytest.fail("mkvinfo not found on PATH: the tests need mkvtoolnix (apt-get install mkvtoolnix)", pytrace=False)
+    result = _run([tool, "--ui-language", "en_US", "--all", str(path)])
+    assert result.returncode == 0, f"mkvinfo failed on {path}: {result.stdout[-2000:]}{result.stderr}"
+    return result.stdout
+
+
+def has_cues(path: str | Path) -> bool:
+    """Whether ``path`` has an index (Cues with at least one Cue point), by mkvinfo."""
+    info = mkvinfo(path)
+    return "|+ Cues" in info and "Cue point" in info

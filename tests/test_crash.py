@@ -22,7 +22,6 @@ import asyncio
 import os
 import queue
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ import pytest
 
 from asyncrec import FileSink, MediaRecorder, repair
 from conftest import EventLog, make_stream
-from media_check import _run, _tool, ffmpeg_decode_errors, ffprobe_packet_spans
+from media_check import _run, _tool, ffmpeg_decode_errors, ffprobe_packet_spans, has_cues
 from media_probe import iso_boxes
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -173,25 +172,6 @@ def child(mode: str, path: Path, seconds: float, logs: Path, linger: float = 0.0
 
 
 # -- the files ----------------------------------------------------------------------------------------
-
-
-def mkvinfo(path: Path) -> str:
-    """mkvinfo's view of every element of ``path`` (``--all``: the Cues come after the clusters,
-    where mkvinfo stops by default)."""
-    tool = shutil.which("mkvinfo")
-    if tool is None:
-        pytest.fail(
-            "mkvinfo not found on PATH: the finished-file tests need mkvtoolnix (apt-get install mkvtoolnix)",
-            pytrace=False,
-        )
-    result = _run([tool, "--ui-language", "en_US", "--all", str(path)])
-    assert result.returncode == 0, f"mkvinfo failed on {path}: {result.stdout[-2000:]}{result.stderr}"
-    return result.stdout
-
-
-def has_cues(path: Path) -> bool:
-    info = mkvinfo(path)
-    return "|+ Cues" in info and "Cue point" in info
 
 
 def format_duration(path: Path) -> float | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 import asyncrec
 from asyncrec import FileSink
 from conftest import make_stream
-from media_check import _run, ffprobe_packet_spans
+from media_check import ffprobe_packet_spans, mkvinfo
 from media_probe import record
 
 BLOCK = re.compile(r"(?:Simple block|Block):.*track number (\d+).*timestamp (\d+):(\d+):([\d.]+)")
@@ -29,15 +28,6 @@ FORMATS = [
     "video/x-matroska;codecs=avc1,mp4a.40.2",
     "video/x-matroska;codecs=avc1,opus",
 ]
-
-
-def mkvinfo(path: Path) -> str:
-    tool = shutil.which("mkvinfo")
-    if tool is None:
-        pytest.fail("mkvinfo not found: apt-get install mkvtoolnix", pytrace=False)
-    result = _run([tool, "--all", str(path)])
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def clusters(path: Path) -> list[list[tuple[int, float]]]:

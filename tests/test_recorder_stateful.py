@@ -171,6 +171,8 @@ class Side:
     completions: list[tuple[str, Any]] = field(default_factory=list)
     iterations: list[Iteration] = field(default_factory=list)
     closed: bool = False
+    #: Made with independent_chunks=True: each chunk is a file of its own.
+    independent: bool = False
 
 
 class Collect(logging.Handler):
@@ -234,13 +236,16 @@ def segment_children(data: bytes, what: str) -> list[int]:
 
 
 def recorded_data(side: Side) -> list[bytes]:
-    """The concatenated chunks of each recording of ``side``."""
+    """What must be one file each: per recording of ``side``, its concatenated chunks, or
+    (independent chunks) each of its non-empty chunks."""
     recordings: list[list[bytes]] = []
     for seen in side.seen:
         if seen.event.type == "start":
             recordings.append([])
         elif isinstance(seen.event, BlobEvent):
             recordings[-1].append(seen.event.data)
+    if side.independent:
+        return [chunk for chunks in recordings for chunk in chunks if chunk]
     return [b"".join(chunks) for chunks in recordings]
 
 
@@ -303,6 +308,7 @@ class RecorderMachine(RuleBasedStateMachine):
         audio_duration=DURATIONS,
         async_handlers=st.booleans(),
         decode=st.integers(0, DECODE_EVERY - 1).map(lambda n: n == 0),
+        independent=st.booleans(),
     )
     def setup(
         self,
@@ -311,6 +317,7 @@ class RecorderMachine(RuleBasedStateMachine):
         audio_duration: float | None,
         async_handlers: bool,
         decode: bool,
+        independent: bool,
     ) -> None:
         self.realtime = realtime
         self.durations = {"video": video_duration, "audio": audio_duration}
@@ -320,7 +327,10 @@ class RecorderMachine(RuleBasedStateMachine):
             self.in_stream = [self.make_track("video"), self.make_track("audio")]
             self.stream = MediaStream(self.in_stream)
             for name in ("A", "B"):
-                side = self.sides[name] = Side(name, MediaRecorder(self.stream))
+                # B makes every chunk a file of its own, in half the examples.
+                alone = independent and name == "B"
+                recorder = MediaRecorder(self.stream, independent_chunks=alone)
+                side = self.sides[name] = Side(name, recorder, independent=alone)
                 handler = self.async_logger(side) if async_handlers else self.logger(side)
                 for event_type in EVENTS:
                     side.recorder.on(event_type, handler)
@@ -736,7 +746,8 @@ class RecorderMachine(RuleBasedStateMachine):
         both fail on the first 462 bytes of any good recording here): it must hold Info
         and Tracks, and is not decoded. Zero bytes (nothing was ever muxed) is fine.
         """
-        what = f"{side.name}, recording {number + 1} ({len(data)} bytes)"
+        unit = "chunk" if side.independent else "recording"
+        what = f"{side.name}, {unit} {number + 1} ({len(data)} bytes)"
         children = segment_children(data, what)
         if CLUSTER not in children:
             assert {INFO, TRACKS} <= set(children), f"{what}: a header without Info and Tracks: {children}"

@@ -33,6 +33,7 @@ from ._errors import (
 from ._events import BlobEvent, Completion, ErrorEvent, Event
 from ._recorder import MediaRecorder
 from ._repair import RepairResult, repair
+from ._segments import Segment, SegmentSink
 from ._sink import FileSink, Sink
 from ._stats import RecorderStatistics, TrackStatistics
 from ._stream import MediaStream, Track
@@ -82,6 +83,8 @@ __all__ = [
     "RepairResult",
     "SampleTrack",
     "SecurityError",
+    "Segment",
+    "SegmentSink",
     "Sink",
     "SinkError",
     "SourceStream",

@@ -3,23 +3,20 @@ file without blocking the event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import io
 import logging
 import os
 import stat
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ._errors import AsyncrecError, SinkError
 from ._events import BlobEvent
+from ._serial import SerialThread
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -96,8 +93,7 @@ class FileSink:
         self._file: io.FileIO | None = None
         self._error: SinkError | None = None
         self._closed = False
-        # The thread operation in progress, kept past a cancelled caller (see _call).
-        self._busy: asyncio.Future[Any] | None = None
+        self._thread = SerialThread()
         #: Bytes written so far (whole chunks only).
         self.bytes_written = 0
 
@@ -116,7 +112,7 @@ class FileSink:
         Cancelling stops the wait; an open already on its thread still completes.
         """
         self._check()
-        await self._call(self._open)
+        await self._thread.call(self._open)
 
     async def write(self, chunk: BlobEvent | bytes) -> None:
         """Append a chunk (a ``BlobEvent`` or bytes), opening the file first if needed.
@@ -134,7 +130,7 @@ class FileSink:
         """
         data = chunk.data if isinstance(chunk, BlobEvent) else chunk
         self._check()
-        await self._call(functools.partial(self._write, data))
+        await self._thread.call(functools.partial(self._write, data))
 
     async def aclose(self) -> None:
         """Close the file; idempotent.
@@ -147,7 +143,7 @@ class FileSink:
 
         Cancelling stops the wait; the file is closed all the same.
         """
-        await self._call(self._close)
+        await self._thread.call(self._close)
 
     async def __aenter__(self) -> FileSink:
         await self.open()
@@ -157,26 +153,6 @@ class FileSink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    # -- on the event loop -------------------------------------------------------------------
-    async def _call(self, operation: Callable[[], _T]) -> _T:
-        """Run ``operation`` on a thread, after the previous one has finished."""
-        # A thread cannot be stopped: an operation whose caller was cancelled goes on,
-        # so the next one waits for it rather than write or close beside it.
-        while self._busy is not None:
-            await asyncio.wait([self._busy])
-        busy = asyncio.ensure_future(asyncio.to_thread(operation))
-        self._busy = busy
-        busy.add_done_callback(self._finished)
-        return await asyncio.shield(busy)
-
-    def _finished(self, busy: asyncio.Future[Any]) -> None:
-        if self._busy is busy:
-            self._busy = None
-        if not busy.cancelled():
-            # Mark it retrieved: a cancelled caller no longer awaits it, and a failure is
-            # kept in self._error for the next call anyway.
-            busy.exception()
 
     # -- on the thread (and _check on either) ------------------------------------------------
     def _check(self) -> None:

@@ -34,7 +34,7 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 from ._audio import AudioPath, silence_like
-from ._chunks import Chunk, ChunkCutter
+from ._chunks import CUT_GRACE, Chunk, ChunkCutter
 from ._codec_strings import codec_string
 from ._container import StreamSetup, WorkerSettings, open_container, open_piece
 from ._errors import AsyncrecError, UnknownError, map_av_errors
@@ -167,6 +167,8 @@ class RecordingWorker:
         self._force_key = False  # the next video frame starts an independent chunk
         self._has_video = any(t.kind == "video" for t in tracks)
         self._video_end_ms = 0.0  # where the video muxed so far ends (audio, if none)
+        self._piece_asked: list[int | None] = []  # cuts waiting for the next video frame
+        self._piece_deadline: float | None = None
         self._preopen = _Preopen()
         self._start = 0.0  # media time shifted to 0 (s)
         self._outputs: list[Output] = []
@@ -213,7 +215,7 @@ class RecordingWorker:
                     return
                 elif isinstance(item, Cut):
                     if self._cutter.independent and self._container is not None and not self._failed:
-                        self._next_piece(item.request)
+                        self._ask_piece(item.request)
                     else:
                         immediate = self._container is None or self._paused or self._failed
                         self._cutter.request(item.request, monotonic(), immediate)
@@ -251,7 +253,9 @@ class RecordingWorker:
         )
 
     def _timeout(self) -> float | None:
-        deadlines = [d for d in (self._cutter.deadline(), self._preopen.deadline) if d is not None]
+        deadlines = [
+            d for d in (self._cutter.deadline(), self._preopen.deadline, self._piece_deadline) if d is not None
+        ]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - monotonic())
@@ -259,8 +263,11 @@ class RecordingWorker:
     def _timers(self, now: float) -> None:
         if self._container is None and self._preopen.deadline is not None and now >= self._preopen.deadline:
             self._open()
-        if self._cutter.independent and self._container is not None and self._cutter.wall_due(now):
-            self._next_piece()
+        if self._cutter.independent and self._container is not None:
+            if not self._piece_asked and self._cutter.wall_due(now):
+                self._ask_piece(None)
+            if self._piece_deadline is not None and now >= self._piece_deadline:
+                self._piece_now(None)  # no frame came to start it: cut where the video ends
         self._cutter.tick(now)
         self._outputs.extend(self._cutter.take())
 
@@ -331,8 +338,11 @@ class RecordingWorker:
         # Independent chunks: a video frame starts the next file (as a key frame);
         # audio only follows, unless there is no video.
         starts = track.info.kind == "video" or not self._has_video
-        if starts and self._cutter.independent and self._muxer is not None and self._cutter.due(at * 1000):
-            self._next_piece(at_ms=at * 1000)
+        if starts and self._cutter.independent and self._muxer is not None:
+            if self._piece_asked:
+                self._piece_now(at * 1000)
+            elif self._cutter.due(at * 1000):
+                self._next_piece(at_ms=at * 1000)
         started = time.perf_counter()
         try:
             with map_av_errors(f"encoding {track.info.kind}"):
@@ -405,6 +415,24 @@ class RecordingWorker:
         assert all(stream is not None for stream in streams)
         return [stream for stream in streams if stream is not None]
 
+    def _ask_piece(self, request: int | None) -> None:
+        """Independent chunks: cut before the next video frame (so the new file starts
+        with it, and the chunks' times meet), or after CUT_GRACE if none comes."""
+        if self._muxer is None or self._failed:
+            if request is not None:
+                self._cutter.answer_empty(request)  # nothing since the last cut
+            return
+        self._piece_asked.append(request)
+        if self._piece_deadline is None:
+            self._piece_deadline = monotonic() + CUT_GRACE
+
+    def _piece_now(self, at_ms: float | None) -> None:
+        asked, self._piece_asked, self._piece_deadline = self._piece_asked, [], None
+        requests = [request for request in asked if request is not None]
+        self._next_piece(requests[0] if requests else None, at_ms)
+        for request in requests[1:]:
+            self._cutter.answer_empty(request)
+
     def _next_piece(self, request: int | None = None, at_ms: float | None = None) -> None:
         """Independent chunks: close the muxer (its file ends here) and cut; the next
         packet opens a new one, after a forced key frame. ``at_ms``: the media time the
@@ -428,6 +456,8 @@ class RecordingWorker:
     def _finish(self, video_end: float | None) -> None:
         if self._container is None and self._preopen.items and not self._failed:
             self._open()  # every track ended before all had sent a frame
+        if self._piece_asked:
+            self._piece_now(None)
         if self._container is not None:
             end = None if video_end is None else max(0.0, video_end - self._start)
             if not self._failed:
