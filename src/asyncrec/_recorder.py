@@ -150,10 +150,10 @@ class MediaRecorder:
         and codecs actually used, as full RFC 6381 codec strings with the encoder's real
         profile and level, which ``MediaSource.isTypeSupported`` accepts as they are:
         ``video/webm;codecs=vp8,opus``, ``video/mp4;codecs=avc1.64001E,mp4a.40.2``,
-        ``video/webm;codecs=vp09.00.30.08,opus``, ``video/mp4;codecs=av01.0.04M.08,opus``.
+        ``video/mp4;codecs=vp09.00.30.08,opus``, ``video/webm;codecs=av01.0.04M.08,opus``.
 
         ``"start"`` waits for the encoders to open (the first frame of every track) to
-        know them; if no track sends a frame within 3.5 s it fires with the codec
+        know them; if the encoders are not open within 1 s it fires with the codec
         identifiers alone, and ``mimeType`` gains the details when the encoders open."""
         return self._mime_type
 

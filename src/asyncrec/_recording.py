@@ -42,7 +42,7 @@ Hook = Callable[[], None]
 
 #: The longest ``start`` waits for the encoders to open (s): a track that sends nothing
 #: for this long does not hold it back.
-START_PATIENCE = 3.5
+START_PATIENCE = 1.0
 
 
 def merge(chunks: list[Chunk]) -> Chunk:
