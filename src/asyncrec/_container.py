@@ -44,6 +44,8 @@ class WorkerSettings:
     key_frame_count: int | None = None
     #: Every chunk a file of its own (header, then a key frame first).
     independent_chunks: bool = False
+    #: Larger pictures are scaled down to fit (width, height), aspect ratio kept.
+    max_video_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def _add_video(
     frame_rate: Fraction | None,
     settings: WorkerSettings,
 ) -> VideoStream:
-    width, height = recording_size(spec, *((first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE))
+    width, height = recording_size(
+        spec, *((first.width, first.height) if first is not None else DEFAULT_VIDEO_SIZE), settings.max_video_size
+    )
     declared = frame_rate
     if declared is None and spec.encoder not in TIMESTAMP_RATE_CONTROL:
         declared = NOMINAL_FRAME_RATE

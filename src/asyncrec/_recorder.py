@@ -82,6 +82,7 @@ class MediaRecorder:
         videoKeyFrameIntervalDuration: float | None = None,  # noqa: N803
         videoKeyFrameIntervalCount: int | None = None,  # noqa: N803
         independent_chunks: bool = False,
+        max_video_size: tuple[int, int] | None = None,
     ) -> None:
         """Create a recorder for ``stream``; nothing starts until :meth:`start`.
 
@@ -92,12 +93,16 @@ class MediaRecorder:
         separately. A key frame per chunk costs bitrate. By default, as in the spec, only
         the first chunk has the header and the chunks make one file together.
 
+        ``max_video_size=(width, height)``: video larger than this is scaled down to fit,
+        aspect ratio kept (a server's bound on what a publisher costs it); smaller video
+        is recorded as it is.
+
         Raises:
             NotSupportedError: ``mimeType`` names a container or codec that cannot be
                 recorded (see :meth:`isTypeSupported`).
             TypeError: an option has the wrong type, or ``audioBitrateMode`` is neither
                 ``"constant"`` nor ``"variable"``.
-            ValueError: a bitrate or key-frame interval is out of range.
+            ValueError: a bitrate, key-frame interval or ``max_video_size`` is out of range.
         """
         if not isinstance(stream, MediaStream):
             raise TypeError(f"stream must be a MediaStream, not {type(stream).__name__}")
@@ -105,6 +110,10 @@ class MediaRecorder:
             raise TypeError("mimeType must be a str")
         if not isinstance(independent_chunks, bool):
             raise TypeError("independent_chunks must be a bool")
+        if max_video_size is not None:
+            width, height = max_video_size
+            if not (isinstance(width, int) and isinstance(height, int) and width >= 2 and height >= 2):
+                raise ValueError(f"max_video_size must be two ints of at least 2, not {max_video_size!r}")
         if audioBitrateMode not in ("constant", "variable"):
             raise TypeError(f"audioBitrateMode must be 'constant' or 'variable', not {audioBitrateMode!r}")
         audio_bps = unsigned("audioBitsPerSecond", audioBitsPerSecond)
@@ -124,6 +133,7 @@ class MediaRecorder:
             self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
         self._audio_bitrate_mode: BitrateMode = audioBitrateMode
         self._independent_chunks = independent_chunks
+        self._max_video_size = max_video_size
 
         self._dispatcher = EventDispatcher()
         self._dispatcher.on_sink_error = self._sink_failed
@@ -280,6 +290,7 @@ class MediaRecorder:
             key_frame_interval=None if self._key_frame_duration is None else self._key_frame_duration / 1000,
             key_frame_count=self._key_frame_count,
             independent_chunks=self._independent_chunks,
+            max_video_size=self._max_video_size,
         )
         recording = Recording(self, fmt, tracks, settings)
         self._state = "recording"

@@ -44,9 +44,16 @@ def codec_threads(encoder: str, width: int, height: int) -> int:
     return max(1, min(4, cores // max(1, _active_workers)))
 
 
-def recording_size(spec: CodecSpec, width: int, height: int) -> tuple[int, int]:
+def recording_size(
+    spec: CodecSpec, width: int, height: int, limit: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """The picture size of a recording whose first frame is ``width`` x ``height``:
-    even (4:2:0 chroma) and at least the encoder's minimum."""
+    scaled down (aspect ratio kept) to fit ``limit`` if it is larger, even (4:2:0 chroma)
+    and at least the encoder's minimum."""
+    if limit is not None and (width > limit[0] or height > limit[1]):
+        scale = min(limit[0] / width, limit[1] / height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+        width, height = width - width % 2, height - height % 2  # down to even: stays within
     return (max(spec.min_size, width + width % 2), max(spec.min_size, height + height % 2))
 
 
