@@ -386,6 +386,7 @@ class MediaRecorder:
             recorded_time=recording.counters.media_time,
             av_offset=recording.counters.av_offset,
             queued_bytes=recording.handoff.queued_bytes(),
+            video_size=recording.video_size,
         )
 
     async def aclose(self) -> None:

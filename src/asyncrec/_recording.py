@@ -260,6 +260,7 @@ class Recording:
         self._final_only = False
         #: RFC 6381 strings of what is recorded, once the encoders are open.
         self.codecs: list[str] | None = None
+        self.video_size: tuple[int, int] | None = None
         #: ``start`` has reached the handlers (and set the recorder's mimeType).
         self.start_dispatched = False
         self._start_timer: asyncio.TimerHandle | None = None
@@ -433,6 +434,7 @@ class Recording:
                 self._place_chunk(output)
             elif isinstance(output, Opened):
                 self.codecs = output.codecs
+                self.video_size = output.video_size
                 self._release_start()
                 self._owner._recording_opened(self)
             elif isinstance(output, Failure):

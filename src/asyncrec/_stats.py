@@ -47,3 +47,6 @@ class RecorderStatistics:
     av_offset: float | None = None
     #: Bytes of frame data waiting for the worker (bounded per track: see the README).
     queued_bytes: int = 0
+    #: The recording's picture size (width, height) once the encoders are open; None
+    #: before, or without video.
+    video_size: tuple[int, int] | None = None

@@ -70,6 +70,8 @@ class Opened:
     strings of what is recorded, video first."""
 
     codecs: list[str]
+    #: The video's picture size, None without video.
+    video_size: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -319,7 +321,9 @@ class RecordingWorker:
             spec = self._fmt.video if setup.kind == "video" else self._fmt.audio
             assert spec is not None
             codecs.append(codec_string(spec, self._fmt.container.muxer, stream, setup.frame_rate))
-        self._outputs.append(Opened(codecs))
+        video = next((s for s in streams if isinstance(s, VideoStream)), None)
+        size = None if video is None else (video.codec_context.width, video.codec_context.height)
+        self._outputs.append(Opened(codecs, size))
         for track, stream in zip(self._tracks, streams, strict=True):
             track.stream = stream
             if isinstance(stream, VideoStream):

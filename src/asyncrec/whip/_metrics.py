@@ -1,0 +1,108 @@
+"""Prometheus metrics of ``asyncrec serve``, with ``prometheus_client``.
+
+One registry per server (so two servers in one process, or the tests, never share
+counts). Counters of ended sessions are kept here; what running recordings have done so
+far is read from their ``statistics()`` at each scrape, so the figures are live and never
+counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .._recorder import MediaRecorder
+
+KINDS = ("video", "audio")
+
+
+class ServerMetrics:
+    """The server's metrics: call the ``session_*`` and ``refused`` hooks, scrape ``render()``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.sessions = Counter(
+            "asyncrec_sessions", "WHIP sessions accepted (answered with 201)", registry=self.registry
+        )
+        self.refused = Counter(
+            "asyncrec_sessions_refused",
+            "WHIP requests refused, by reason (unauthorized, busy, storage, bad_offer, bad_request)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._active: dict[str, MediaRecorder] = {}
+        self._bytes = 0
+        self._frames = {name: dict.fromkeys(KINDS, 0) for name in ("received", "encoded", "dropped")}
+        self._busy = 0.0
+        self.registry.register(_Live(self))
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def session_started(self, session_id: str, recorder: MediaRecorder) -> None:
+        self.sessions.inc()
+        self._active[session_id] = recorder
+
+    def session_ended(self, session_id: str, written: int) -> None:
+        """The session's recording is over and ``written`` bytes of it are on the disk."""
+        recorder = self._active.pop(session_id, None)
+        self._bytes += written
+        if recorder is not None:
+            for kind, received, encoded, dropped in _frames(recorder):
+                self._frames["received"][kind] += received
+                self._frames["encoded"][kind] += encoded
+                self._frames["dropped"][kind] += dropped
+            self._busy += recorder.statistics().encoder_busy_time
+
+    def refuse(self, reason: str) -> None:
+        self.refused.labels(reason=reason).inc()
+
+    # -- scraping --------------------------------------------------------------------------------
+    def render(self) -> bytes:
+        """The text exposition format, for ``GET /metrics``."""
+        return generate_latest(self.registry)
+
+    def live(self) -> Iterator[Metric]:
+        active = list(self._active.values())
+        yield GaugeMetricFamily("asyncrec_sessions_active", "WHIP sessions being recorded", value=len(active))
+        written = self._bytes + sum(r.statistics().bytes_out for r in active)
+        yield CounterMetricFamily(
+            "asyncrec_bytes_written", "Bytes of recordings produced (chunks delivered to the files)", value=written
+        )
+        frames = {name: dict(counts) for name, counts in self._frames.items()}
+        for recorder in active:
+            for kind, received, encoded, dropped in _frames(recorder):
+                frames["received"][kind] += received
+                frames["encoded"][kind] += encoded
+                frames["dropped"][kind] += dropped
+        for name, what in (
+            ("received", "Frames received from publishers"),
+            ("encoded", "Frames encoded into recordings"),
+            ("dropped", "Real-time video frames dropped because the encoder fell behind"),
+        ):
+            family = CounterMetricFamily(f"asyncrec_frames_{name}", what, labels=["kind"])
+            for kind in KINDS:
+                family.add_metric([kind], frames[name][kind])
+            yield family
+        busy = self._busy + sum(r.statistics().encoder_busy_time for r in active)
+        yield CounterMetricFamily(
+            "asyncrec_encoder_busy_seconds", "Time the recordings' workers spent encoding and muxing", value=busy
+        )
+
+
+class _Live:
+    """A custom collector: the figures that come from running recordings."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.live()
+
+
+def _frames(recorder: MediaRecorder) -> Iterator[tuple[str, int, int, int]]:
+    for track in recorder.statistics().tracks:
+        if track.kind in KINDS:
+            yield track.kind, track.frames_in, track.frames_encoded, track.frames_dropped
