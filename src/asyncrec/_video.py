@@ -44,9 +44,7 @@ def codec_threads(encoder: str, width: int, height: int) -> int:
     return max(1, min(4, cores // max(1, _active_workers)))
 
 
-def recording_size(
-    spec: CodecSpec, width: int, height: int, limit: tuple[int, int] | None = None
-) -> tuple[int, int]:
+def recording_size(spec: CodecSpec, width: int, height: int, limit: tuple[int, int] | None = None) -> tuple[int, int]:
     """The picture size of a recording whose first frame is ``width`` x ``height``:
     scaled down (aspect ratio kept) to fit ``limit`` if it is larger, even (4:2:0 chroma)
     and at least the encoder's minimum."""
