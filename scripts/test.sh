@@ -5,12 +5,26 @@
 set -eu
 cd "$(dirname "$0")/.."
 # Debian's ffmpeg (an ffprobe independent of PyAV's FFmpeg), chromium (a real WebRTC
-# peer and player, driven by Playwright with executable_path=/usr/bin/chromium) and
-# mkvtoolnix (mkvinfo: a Matroska reader independent of FFmpeg).
-if ! command -v ffprobe >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v mkvinfo >/dev/null 2>&1; then
+# peer and player, driven by Playwright with executable_path=/usr/bin/chromium),
+# mkvtoolnix (mkvinfo: a Matroska reader independent of FFmpeg), and the other real WHIP
+# publishers: firefox-esr, GStreamer's webrtcbin driven from Debian's python3 (python3-gi,
+# gir1.2-gst-plugins-bad-1.0, the plugins with webrtcbin, libnice, VP8, x264 and Opus), and
+# iproute2 + util-linux (ip, unshare, nsenter: Firefox runs in a network namespace with
+# only lo).
+PACKAGES="ffmpeg chromium mkvtoolnix firefox-esr python3-gi gir1.2-gst-plugins-bad-1.0 \
+gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+gstreamer1.0-plugins-ugly gstreamer1.0-nice iproute2 util-linux"
+MISSING=""
+for package in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        MISSING="$MISSING $package"
+    fi
+done
+if [ -n "$MISSING" ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg chromium mkvtoolnix >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -133,8 +133,16 @@ def ffprobe_duration(path: str | Path) -> float:
 
 
 def ffmpeg_decode_errors(path: str | Path) -> str:
-    """Decode every stream of ``path`` with Debian's ffmpeg; its error output ('' when clean)."""
-    result = _run([_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"])
+    """Decode every stream of ``path`` with Debian's ffmpeg; its error output ('' when clean).
+
+    ``-enc_time_base -1`` keeps the file's own time base for the (null) output: by default
+    ffmpeg retimes frames in 1/frame-rate and now and then puts two frames timed a few ms
+    apart (a timer-driven source) in one tick, then reports "non monotonically increasing
+    dts to muxer" although every frame decodes.
+    """
+    result = _run(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-enc_time_base", "-1", "-f", "null", "-"]
+    )
     errors = result.stderr.strip()
     if result.returncode != 0 and not errors:
         errors = f"ffmpeg exited with status {result.returncode}"

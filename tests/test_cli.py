@@ -353,8 +353,9 @@ UNWRITABLE = {
     "out-in-a-missing-directory": ["record", "{tmp}/missing/out.webm", "--source", "fake", "--duration", "1"],
     "out-under-a-regular-file": ["record", "{tmp}/file/out.webm", "--source", "fake", "--duration", "1"],
     "out-on-sysfs": ["record", "/sys/asyncrec-cli-test.webm", "--source", "fake", "--duration", "1"],
-    # An address not of this machine: were the directory made, the bind would fail at once.
-    "serve-out-under-a-regular-file": ["serve", "--out", "{tmp}/file/recordings", "--host", "192.0.2.1"],
+    # An address not of this machine: were the directory made, the bind would fail at once
+    # (--no-auth: without it, a --host other than loopback is refused before anything else).
+    "serve-out-under-a-regular-file": ["serve", "--out", "{tmp}/file/recordings", "--host", "192.0.2.1", "--no-auth"],
 }
 #: The path each failing command line's error must name, as it was given.
 NAMED_PATHS = {

@@ -18,7 +18,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOWEST = ROOT / "constraints-lowest.txt"
 #: The packages whose floors constraints-lowest.txt pins, and the extra that needs each.
-FLOORS = {"av": None, "aiortc": None, "numpy": None, "aiohttp": "server", "rich": "cli"}
+FLOORS = {"av": None, "aiortc": None, "numpy": None, "aiohttp": "server", "prometheus_client": "server", "rich": "cli"}
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -121,7 +121,7 @@ def test_license_file_is_bsd_3_clause() -> None:
 def test_library_needs_only_av_aiortc_numpy_and_the_extras_add_the_rest() -> None:
     assert set(requirements(None)) == {"av", "aiortc", "numpy"}
     assert set(metadata.metadata("asyncrec").get_all("Provides-Extra", [])) >= {"server", "cli", "test", "docs", "dev"}
-    assert set(requirements("server")) == {"aiohttp"}
+    assert set(requirements("server")) == {"aiohttp", "prometheus_client"}
     # The command line is all of the `asyncrec` command: `serve` included.
     cli = requirements("cli")
     assert "rich" in cli

@@ -177,3 +177,42 @@ def test_text_logs_append_the_fields() -> None:
 def test_bad_log_options_are_refused(level: str, fmt: str) -> None:
     with pytest.raises(ValueError, match="log"):
         configure(level, fmt)  # type: ignore[arg-type]
+
+
+async def test_the_app_serves_metrics_with_the_token_health_without_and_refuses_on_a_full_disk(
+    tmp_path: Path,
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from asyncrec.whip import create_app
+
+    app = create_app(tmp_path, token="s3cret", min_free=1 << 62)  # never that much free: full
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        health = await client.get("/healthz")
+        assert health.status == 503
+        assert (await health.json())["status"] == "storage full"
+        assert (await client.get("/metrics")).status == 401
+        bearer = {"Authorization": "Bearer s3cret"}
+        offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        refused = await client.post("/whip", data=offer, headers={**bearer, "Content-Type": "application/sdp"})
+        assert refused.status == 507
+        assert refused.headers["Retry-After"] == "30"
+        assert (await client.post("/whip", data=offer, headers={"Content-Type": "application/sdp"})).status == 401
+        scrape = await client.get("/metrics", headers=bearer)
+        assert scrape.status == 200
+        assert scrape.headers["Content-Type"].startswith("text/plain")
+        text = await scrape.text()
+        assert 'asyncrec_sessions_refused_total{reason="storage"} 1.0' in text
+        assert 'asyncrec_sessions_refused_total{reason="unauthorized"} 1.0' in text
+        assert "asyncrec_sessions_active 0.0" in text
+
+
+async def test_health_is_ok_with_room(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from asyncrec.whip import create_app
+
+    async with TestClient(TestServer(create_app(tmp_path, token="s3cret", min_free=0), host="127.0.0.1")) as client:
+        health = await client.get("/healthz")
+        assert health.status == 200
+        assert await health.json() == {"status": "ok", "sessions": 0}

@@ -413,7 +413,8 @@ async def test_patch_with_a_malformed_candidate_is_400(whip: Factory, http, cand
 
 
 async def test_options_answers_cors_preflights(whip: Factory, http) -> None:
-    _, server = await whip()
+    # Cross-origin publishing is for the origins allowed (none by default: tests/test_whip_security.py).
+    _, server = await whip(allow_origins=["https://publisher.example"])
     preflight = {
         "Origin": "https://publisher.example",
         "Access-Control-Request-Method": "POST",
@@ -422,7 +423,8 @@ async def test_options_answers_cors_preflights(whip: Factory, http) -> None:
     async with http.options(url(server), headers=preflight) as response:
         assert response.status in (200, 204)
         headers = response.headers
-    assert headers["Access-Control-Allow-Origin"] in ("*", preflight["Origin"])
+    assert headers["Access-Control-Allow-Origin"] == preflight["Origin"]
+    assert "Origin" in headers["Vary"]
     methods = {m.strip().upper() for m in headers["Access-Control-Allow-Methods"].split(",")}
     assert {"POST", "DELETE", "PATCH"} <= methods
     allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
@@ -434,9 +436,10 @@ async def test_options_answers_cors_preflights(whip: Factory, http) -> None:
         async with http.options(resource, headers={**preflight, "Access-Control-Request-Method": "PATCH"}) as response:
             assert response.status in (200, 204)
             assert SDP_FRAG in response.headers["Accept-Patch"]
-            assert response.headers["Access-Control-Allow-Origin"] in ("*", preflight["Origin"])
+            assert response.headers["Access-Control-Allow-Origin"] == preflight["Origin"]
         # A browser page on another origin may read Location and ETag of the answer.
-        async with http.post(url(server), data=await offer_sdp(), headers={"Content-Type": SDP}) as response:
+        post_headers = {"Content-Type": SDP, "Origin": preflight["Origin"]}
+        async with http.post(url(server), data=await offer_sdp(), headers=post_headers) as response:
             assert response.status == 201
             exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
         assert {"location", "etag"} <= exposed

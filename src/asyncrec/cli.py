@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import importlib.util
+import ipaddress
 import os
 import signal
 import sys
@@ -65,6 +66,31 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "(default:" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
+
+
+def _video_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 2 or int(height) < 2:
+        raise argparse.ArgumentTypeError(f"not a size WxH (at least 2x2): {text!r}")
+    return int(width), int(height)
+
+
+#: ``serve --log-level`` values (asyncrec.whip._logs.LEVELS, known before aiohttp is imported).
+LEVELS = ("debug", "info", "warning", "error")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    number, unit = text.rstrip("bB"), ""
+    if number and number[-1].lower() in _UNITS:
+        number, unit = number[:-1], number[-1].lower()
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size (bytes, or with k, M, G, T): {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return int(value)
 
 
 def _positive(kind: type[float] | type[int]) -> Any:
@@ -167,8 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="mimeType of the recordings (default: video/webm;codecs=vp8,opus)",
     )
     serve.add_argument("--timeslice", type=_positive(int), default=1000, metavar="MS", help="write a chunk every MS ms")
+    auth = serve.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every route but the page: publishing, sessions, "
+        "recordings (default: $ASYNCREC_TOKEN, else none; a --host other than loopback needs one)",
+    )
+    auth.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a --host other than loopback without a token: anyone who reaches it may publish "
+        "and read every recording (default: off, refused)",
+    )
     serve.add_argument(
-        "--token", metavar="TOKEN", help="require this bearer token from publishers (default: no token needed)"
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an origin (https://host[:port]) whose web pages may publish to /whip from a browser; "
+        "'*' for any; repeatable (default: none, only the server's own page)",
     )
     serve.add_argument(
         "--max-sessions", type=_positive(int), default=16, metavar="N", help="publishers recorded at once"
@@ -186,6 +229,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="S",
         help="end a session whose peer has not connected after S seconds",
+    )
+    serve.add_argument(
+        "--max-session-seconds",
+        type=_positive(float),
+        metavar="S",
+        help="end a session after S seconds, its recording finished (default: no limit)",
+    )
+    serve.add_argument(
+        "--max-video-size",
+        type=_video_size,
+        metavar="WxH",
+        help="scale larger publishers down to fit WxH, aspect ratio kept (default: as they come)",
+    )
+    serve.add_argument(
+        "--min-free",
+        type=_bytes,
+        metavar="SIZE",
+        help="free space to keep on the recordings' disk, e.g. 2G; below it sessions end and new ones get "
+        "507 (default: none)",
+    )
+    serve.add_argument(
+        "--max-disk",
+        type=_bytes,
+        metavar="SIZE",
+        help="bytes the recordings may take, e.g. 500G; above it sessions end and new ones get 507 (default: no quota)",
+    )
+    serve.add_argument(
+        "--log-level", choices=LEVELS, default="info", metavar="LEVEL", help=f"least level logged: {', '.join(LEVELS)}"
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        metavar="FORMAT",
+        help="'text' lines, or 'json': one object per line for log shippers",
     )
     repair = commands.add_parser(
         "repair",
@@ -279,7 +357,39 @@ def _extension_mismatch(out: str, mime: str) -> str | None:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback only: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or ``localhost``. Other names are not looked up: they count as the
+    network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
 def _serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .whip._access import check_token, normalize_origin
+
+    if args.token is None and not args.no_auth:
+        args.token = os.environ.get("ASYNCREC_TOKEN") or None
+    try:
+        check_token(args.token)
+    except ValueError as exc:
+        parser.error(f"--token (or ASYNCREC_TOKEN): {exc}")
+    for origin in args.allow_origin or ():
+        try:
+            normalize_origin(origin)
+        except ValueError as exc:
+            parser.error(f"--allow-origin: {exc}")
+    if args.token is None and not args.no_auth and not _is_loopback(args.host):
+        parser.error(
+            f"--host {args.host!r} is reachable from other machines and anyone there could publish and read "
+            "every recording: give --token TOKEN (or ASYNCREC_TOKEN), or --no-auth to serve without one"
+        )
     if args.mime:
         try:
             check_type(args.mime)
@@ -287,6 +397,9 @@ def _serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             parser.error(f"--mime {args.mime!r}: {exc}")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: not a port number")
+    from .whip._logs import configure as configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
@@ -493,6 +606,11 @@ async def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         ice_hosts=args.ice_host,
         connect_timeout=args.connect_timeout,
+        allow_origins=args.allow_origin or (),
+        max_session_seconds=args.max_session_seconds,
+        max_video_size=args.max_video_size,
+        min_free=args.min_free,
+        max_disk=args.max_disk,
     )
     runner = web.AppRunner(app)
     await runner.setup()
@@ -501,7 +619,8 @@ async def _serve(args: argparse.Namespace) -> int:
         try:
             site = web.TCPSite(runner, args.host, args.port)
             await site.start()
-            url = f"http://{args.host}:{args.port}/"
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            url = f"http://{host}:{args.port}/"
             print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
             await stop.wait()
         finally:

@@ -10,34 +10,38 @@ Status codes, as RFC 9725 and HTTP prescribe: 201 with ``Location``, ``ETag`` an
 answer; 400 malformed SDP; 401 with ``WWW-Authenticate: Bearer`` for a missing or wrong
 token; 404 unknown session; 412 ``If-Match`` mismatch; 413 body too large; 415 wrong
 content type; 422 an ICE restart (trickle ICE is supported, restarts are not); 503 over
-the session limit. ``OPTIONS`` answers CORS preflights for browsers.
+the session limit. ``OPTIONS`` answers CORS preflights for browsers of the allowed
+origins (none unless ``allow_origins`` names them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import inspect
+import ipaddress
 import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
+from aioice.mdns import is_mdns_hostname
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from .._stream import MediaStream
+from ._access import BearerToken, Origins, public
+from ._dtls import widen_dtls
 
 logger = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 SDP_FRAG = "application/trickle-ice-sdpfrag"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post",
-}
+#: What a page of an allowed origin may read of the endpoint's answers.
+EXPOSE_HEADERS = "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After, WWW-Authenticate"
+#: More media sections than a publisher sends (one per track): each costs a transport.
+MAX_MEDIA_SECTIONS = 16
 
 
 class WhipSession:
@@ -52,6 +56,8 @@ class WhipSession:
         self.end_reason: str | None = None
         self._closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: The publisher's address, as the HTTP request came from it.
+        self.remote: str | None = None
 
     @property
     def closed(self) -> bool:
@@ -66,6 +72,9 @@ class WhipSession:
             self.end_reason = reason
             self._closed.set()
 
+
+#: The reason counted for a refused POST, by status.
+_REFUSALS = {401: "unauthorized", 503: "busy", 507: "storage", 400: "bad_offer"}
 
 SessionCallback = Callable[[WhipSession], Awaitable[None] | None]
 
@@ -92,6 +101,88 @@ def use_ice_hosts(hosts: Iterable[str]) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+_CANDIDATE_TYPES = frozenset({"host", "srflx", "prflx", "relay"})
+
+
+def _number(text: str, low: int, high: int) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high
+
+
+def candidate_problem(value: str) -> str | None:
+    """Why an ICE candidate (an ``a=candidate:`` value, RFC 8839) is not one aioice can
+    use, or None. aioice takes any text: an out-of-range port would later kill the ICE
+    socket, a host name would be resolved by a blocking call on the event loop."""
+    bits = value.split()
+    if len(bits) < 8 or bits[6] != "typ":
+        return "fewer than 8 fields"
+    _, component, transport, priority, host, port, _, kind, *extensions = bits
+    if not _number(component, 1, 256):
+        return "component"
+    if transport.lower() not in ("udp", "tcp"):
+        return "transport"
+    if not _number(priority, 0, 2**32 - 1):
+        return "priority"
+    if not _number(port, 1 if transport.lower() == "udp" else 0, 65535):
+        return "port"
+    if kind not in _CANDIDATE_TYPES:
+        return "type"
+    if not is_mdns_hostname(host):
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return "address (an IP address or an mDNS name)"
+        if address.is_multicast or address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255"):
+            return "address (multicast, broadcast or unspecified)"
+    for name, text in zip(extensions[::2], extensions[1::2], strict=False):
+        if name in ("rport", "generation") and not _number(text, 0, 2**32 - 1):
+            return name
+    return None
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc``, even one that aiortc left half-built.
+
+    ``RTCPeerConnection.close()`` stops at the first transport it cannot reach (an offer
+    aiortc failed to answer can leave a transceiver without one), leaving the rest open
+    and any later ``close()`` waiting forever. Then stop every transport here and mark the
+    connection closed.
+    """
+    try:
+        await pc.close()
+        return
+    except Exception:
+        logger.debug("RTCPeerConnection.close() failed; closing its transports one by one", exc_info=True)
+    # Closed first: aiortc's pending connect task and any later close() return at once.
+    closing = getattr(pc, "_RTCPeerConnection__isClosed", None)
+    if not isinstance(closing, asyncio.Future):
+        closing = asyncio.get_running_loop().create_future()
+        pc._RTCPeerConnection__isClosed = closing  # type: ignore[attr-defined]
+    for transceiver in pc.getTransceivers():
+        with contextlib.suppress(Exception):
+            await transceiver.stop()
+    sctp = pc.sctp
+    if sctp is not None:
+        with contextlib.suppress(Exception):
+            await sctp.stop()
+    # The transports aiortc created, whichever transceiver holds them (or none).
+    dtls_transports = set(getattr(pc, "_RTCPeerConnection__dtlsTransports", ()))
+    ice_transports = set(getattr(pc, "_RTCPeerConnection__iceTransports", ()))
+    for transport in dtls_transports:
+        with contextlib.suppress(Exception):
+            await transport.stop()
+        ice_transports.add(transport.transport)
+    for ice in ice_transports:
+        with contextlib.suppress(Exception):
+            await ice.stop()
+    if not closing.done():
+        closing.set_result(True)
+    update = getattr(pc, "_RTCPeerConnection__updateConnectionState", None)
+    if update is not None:
+        with contextlib.suppress(Exception):
+            update()  # connectionState "closed"
+    pc.remove_all_listeners()
+
+
 class WhipEndpoint:
     """WHIP ingest routes for an aiohttp application (see the module docstring).
 
@@ -111,10 +202,24 @@ class WhipEndpoint:
         ice_hosts: Iterable[str] | None = None,
         ice_servers: Iterable[str] = (),
         finalize_timeout: float = 15.0,
+        allow_origins: Iterable[str] = (),
+        admit: Callable[[], web.Response | None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
+        """``token``: the bearer token every request but ``OPTIONS`` needs (visible ASCII,
+        no spaces; ValueError otherwise), or None for none. ``allow_origins``: the origins
+        (``https://host[:port]``) whose pages may publish from a browser (CORS), ``"*"``
+        for any; none by default, which non-browser publishers and same-origin pages do
+        not need. ``admit()``, if given, is asked before each new session: a response it
+        returns (507 when the disk is full...) refuses the session. ``on_refused(reason)``
+        is told of every refused POST: ``unauthorized``, ``busy``, ``storage``,
+        ``bad_offer`` or ``bad_request``."""
         self._on_session = on_session
         self.path = path.rstrip("/")
-        self._token = token
+        self.access = BearerToken(token)
+        self.origins = Origins(allow_origins)
+        self._admit = admit
+        self._on_refused = on_refused
         self.max_sessions = max_sessions
         self.max_body = max_body
         self.connect_timeout = connect_timeout
@@ -135,6 +240,7 @@ class WhipEndpoint:
         app.router.add_delete(resource, self._delete)
         app.router.add_patch(resource, self._patch)
         app.router.add_route("OPTIONS", resource, self._options)
+        app.on_response_prepare.append(self._add_cors_headers)
         app.on_shutdown.append(lambda _app: self.close())
 
     async def close(self) -> None:
@@ -147,24 +253,40 @@ class WhipEndpoint:
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _error(self, status: int, text: str, **headers: str) -> web.Response:
-        return web.Response(status=status, text=text + "\n", headers={**CORS_HEADERS, **headers})
+        return web.Response(status=status, text=text + "\n", headers=headers)
 
     def _authorized(self, request: web.Request) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token.encode())
+        return self.access.authorized(request)
 
     def _unauthorized(self) -> web.Response:
-        return self._error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="whip"'})
+        return self.access.unauthorized()
 
+    def _owns(self, request: web.Request) -> bool:
+        return request.path == self.path or request.path.startswith(self.path + "/")
+
+    async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """CORS headers on every answer of the endpoint (errors too, so a page of an allowed
+        origin can read them): ``Access-Control-Allow-Origin`` for an allowed origin only."""
+        if not self.origins or not self._owns(request) or "Access-Control-Allow-Origin" in response.headers:
+            return
+        headers = self.origins.headers(request, **{"Access-Control-Expose-Headers": EXPOSE_HEADERS})
+        vary = headers.pop("Vary", None)
+        if vary is not None:
+            present = {part.strip().lower() for part in response.headers.get("Vary", "").split(",")}
+            if vary.lower() not in present:
+                response.headers["Vary"] = ", ".join(filter(None, [response.headers.get("Vary"), vary]))
+        response.headers.update(headers)
+
+    @public
     async def _options(self, request: web.Request) -> web.Response:
-        headers = {
-            **CORS_HEADERS,
-            "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-            "Access-Control-Max-Age": "86400",
-        }
+        headers = self.origins.headers(
+            request,
+            **{
+                "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
         if "session_id" in request.match_info:
             headers["Accept-Patch"] = SDP_FRAG
         else:
@@ -186,8 +308,16 @@ class WhipEndpoint:
             return self._error(400, "the body is not UTF-8")
 
     async def _post(self, request: web.Request) -> web.Response:
+        response = await self._answer_offer(request)
+        if response.status >= 400 and self._on_refused is not None:
+            self._on_refused(_REFUSALS.get(response.status, "bad_request"))
+        return response
+
+    async def _answer_offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
+        if self._admit is not None and (refusal := self._admit()) is not None:
+            return refusal
         if request.content_type != SDP:
             return self._error(415, f"expected {SDP}", **{"Accept-Post": SDP})
         body = await self._read_body(request)
@@ -197,23 +327,36 @@ class WhipEndpoint:
             return self._error(503, "too many sessions", **{"Retry-After": "10"})
         if not body.lstrip().startswith("v=0") or "\nm=" not in body:
             return self._error(400, "not an SDP offer")
+        lines = [line.strip() for line in body.splitlines()]
+        if sum(line.startswith("m=") for line in lines) > MAX_MEDIA_SECTIONS:
+            return self._error(400, f"more than {MAX_MEDIA_SECTIONS} media sections")
+        for line in lines:
+            if line.startswith("a=candidate:") and (problem := candidate_problem(line[len("a=candidate:") :])):
+                return self._error(400, f"malformed candidate ({problem}): {line[:200]}")
         session_id = secrets.token_urlsafe(12)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        widen_dtls(pc)  # GStreamer's RSA and FFmpeg's P-224 certificates (see _dtls)
         stream = MediaStream()
         pc.on("track", stream.addTrack)
         # Counted while answering, so concurrent offers cannot pass the limit together.
         self._answering += 1
+        answered = False
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="offer"))
             if not stream.getTracks():
                 raise ValueError("the offer sends neither audio nor video")
             await pc.setLocalDescription(await pc.createAnswer())
+            answered = True
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad offer
-            await pc.close()
-            return self._error(400, f"cannot answer this offer: {exc}")
+            return self._error(400, f"cannot answer this offer: {_first_line(exc)}")
         finally:
             self._answering -= 1
+            if not answered:  # a bad offer, or the request cancelled: never leave it open
+                for track in stream.getTracks():
+                    track.stop()  # type: ignore[attr-defined]
+                await close_peer_connection(pc)
         session = WhipSession(session_id, pc, stream)
+        session.remote = request.remote
         self.sessions[session_id] = session
         pc.on("connectionstatechange", lambda: self._on_state(session))
         task = asyncio.get_running_loop().create_task(self._run(session), name=f"whip-{session_id}")
@@ -221,14 +364,14 @@ class WhipEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         location = f"{self.path}/{session_id}"
-        headers = {**CORS_HEADERS, "Location": location, "ETag": session.etag, "Accept-Patch": SDP_FRAG}
+        headers = {"Location": location, "ETag": session.etag, "Accept-Patch": SDP_FRAG}
         return web.Response(status=201, text=pc.localDescription.sdp, content_type=SDP, headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
         session = self.sessions.get(request.match_info["session_id"])
-        if session is None:
+        if session is None or session.closed:
             return self._error(404, "no such session")
         if request.content_type != SDP_FRAG:
             return self._error(415, f"expected {SDP_FRAG}", **{"Accept-Patch": SDP_FRAG})
@@ -238,27 +381,35 @@ class WhipEndpoint:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        remote = session.pc.remoteDescription.sdp if session.pc.remoteDescription else ""
+        remote = set(session.pc.remoteDescription.sdp.splitlines()) if session.pc.remoteDescription else set()
         mid: str | None = None
         candidates = []
         for line in body.splitlines():
             line = line.strip()
-            if line.startswith(("a=ice-ufrag:", "a=ice-pwd:")) and line not in remote.splitlines():
+            if line.startswith(("a=ice-ufrag:", "a=ice-pwd:")) and line not in remote:
                 return self._error(422, "ICE restarts are not supported; trickle ICE is")
             if line.startswith("a=mid:"):
                 mid = line[len("a=mid:") :]
             elif line.startswith("a=candidate:"):
+                problem = candidate_problem(line[len("a=candidate:") :])
                 try:
+                    if problem is not None:
+                        raise ValueError(problem)
                     candidate = candidate_from_sdp(line[len("a=candidate:") :])
-                except Exception:  # noqa: BLE001 - aiortc asserts and indexes on malformed input
-                    return self._error(400, f"malformed candidate: {line}")
+                except Exception as exc:  # noqa: BLE001 - aiortc asserts and indexes on malformed input
+                    return self._error(400, f"malformed candidate ({_first_line(exc)}): {line[:200]}")
                 candidate.sdpMid = mid
                 if mid is None:
                     candidate.sdpMLineIndex = 0
                 candidates.append(candidate)
-        for candidate in candidates:
-            await session.pc.addIceCandidate(candidate)
-        return web.Response(status=204, headers=CORS_HEADERS)
+        if session.closed:
+            return self._error(404, "no such session")
+        try:
+            for candidate in candidates:
+                await session.pc.addIceCandidate(candidate)
+        except Exception as exc:  # noqa: BLE001 - aioice rejects addresses and states in many ways
+            return self._error(400, f"cannot add this candidate: {_first_line(exc)}")
+        return web.Response(status=204)
 
     async def _delete(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -272,7 +423,7 @@ class WhipEndpoint:
             # client sees 200 (bounded: a stuck callback does not hold the request).
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(session.task), self.finalize_timeout)
-        return web.Response(status=200, headers=CORS_HEADERS)
+        return web.Response(status=200)
 
     # -- sessions -------------------------------------------------------------------------------------
     def _on_state(self, session: WhipSession) -> None:
@@ -299,10 +450,16 @@ class WhipEndpoint:
             self.sessions.pop(session.id, None)
             for track in session.stream.getTracks():
                 track.stop()  # type: ignore[attr-defined]
-            await session.pc.close()
+            await close_peer_connection(session.pc)
             logger.info("session %s ended (%s)", session.id, session.end_reason)
 
     def _reap(self, session: WhipSession) -> None:
         if session.pc.connectionState != "connected" and not session.closed:
             logger.warning("session %s never connected; reaped", session.id)
             session._end("timeout")
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message for a client: one line, bounded."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -1,22 +1,37 @@
 """``asyncrec serve``: the WHIP endpoint recording every session, a publishing page and
-the list of recordings, as one aiohttp application."""
+the list of recordings, as one aiohttp application.
+
+With a token, every route needs it (:func:`~asyncrec.whip._access.access_middleware`)
+except those marked :func:`~asyncrec.whip._access.public`: the page, the favicon and the
+CORS preflights. A route added to the application later is private unless marked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from ._endpoint import CORS_HEADERS, WhipEndpoint
+from ._access import BearerToken, access_middleware, public, signed_urls
+from ._endpoint import WhipEndpoint
+from ._metrics import ServerMetrics
 from ._recording import EXTENSIONS, PARTIAL, record_sessions
+from ._storage import RETRY_AFTER, StorageGuard
 
 PAGE = resources.files(__package__).joinpath("page.html")
 #: The application's WhipEndpoint.
 ENDPOINT = web.AppKey("endpoint", WhipEndpoint)
+#: The application's token check (the one access_middleware applies to every route).
+ACCESS = web.AppKey("access", BearerToken)
+#: The longest name a recording may have (a file name is at most 255 bytes).
+MAX_NAME = 255
 
 
 def create_app(
@@ -28,41 +43,117 @@ def create_app(
     max_sessions: int = 16,
     ice_hosts: list[str] | None = None,
     connect_timeout: float = 30.0,
+    allow_origins: Iterable[str] = (),
+    max_session_seconds: float | None = None,
+    max_video_size: tuple[int, int] | None = None,
+    min_free: int | None = None,
+    max_disk: int | None = None,
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the page), ``/recordings``.
 
-    Raises NotSupportedError for a ``mimeType`` that cannot be recorded.
+    With ``token``, every route but the page needs ``Authorization: Bearer TOKEN`` (a
+    recording also answers a URL signed by ``/recordings``). ``allow_origins``: the
+    origins whose pages may publish to ``/whip`` from a browser (CORS); the recordings
+    are never shared with other origins.
+
+    Bounds (see docs/operating.md): ``max_session_seconds`` per session, video larger than
+    ``max_video_size`` scaled down, and the disk: below ``min_free`` free bytes or above
+    ``max_disk`` bytes of recordings, running sessions end with finished files and new
+    ones get 507. ``/metrics`` (Prometheus; private) and ``/healthz`` (public) report.
+
+    Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
+    token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, or a
+    negative disk bound.
     """
     folder = Path(out_dir).resolve()
+    metrics = ServerMetrics()
+    storage = StorageGuard(folder, min_free=min_free, max_bytes=max_disk)
+
+    def admit() -> web.Response | None:
+        if storage.full is None:
+            return None
+        return web.Response(
+            status=507, text=f"storage full ({storage.full})\n", headers={"Retry-After": str(RETRY_AFTER)}
+        )
+
     endpoint = WhipEndpoint(
-        record_sessions(folder, mimeType=mimeType, timeslice=timeslice),
+        record_sessions(
+            folder,
+            mimeType=mimeType,
+            timeslice=timeslice,
+            max_session_seconds=max_session_seconds,
+            max_video_size=max_video_size,
+            storage=storage if storage.enabled else None,
+            metrics=metrics,
+        ),
+        admit=admit,
+        on_refused=metrics.refuse,
         token=token,
         max_sessions=max_sessions,
         ice_hosts=ice_hosts,
         connect_timeout=connect_timeout,
+        allow_origins=allow_origins,
     )
-    app = web.Application(client_max_size=endpoint.max_body)
+    access = endpoint.access
+
+    @web.middleware
+    async def count_unauthorized(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The token check answers before the endpoint sees the request: count it here.
+        response = await handler(request)
+        if response.status == 401 and request.method == "POST" and request.path == endpoint.path:
+            metrics.refuse("unauthorized")
+        return response
+
+    app = web.Application(
+        client_max_size=endpoint.max_body, middlewares=[count_unauthorized, access_middleware(access)]
+    )
     app[ENDPOINT] = endpoint
+    app[ACCESS] = access
     endpoint.add_routes(app)
     page = PAGE.read_text(encoding="utf-8")
 
+    @public
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
     async def recordings(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(_list, folder), headers=CORS_HEADERS)
+        items = await asyncio.to_thread(_list, folder)
+        for item in items:
+            item["url"] = access.sign(f"/recordings/{item['name']}")  # for <video src>: no header
+        return web.json_response(items, headers={"Cache-Control": "no-store"})
 
+    @signed_urls
     async def recording(request: web.Request) -> web.StreamResponse:
         path = _safe_path(folder, request.match_info["name"])
-        if path is None or not await asyncio.to_thread(path.is_file):
+        if path is None or not await asyncio.to_thread(_is_file, path):
             raise web.HTTPNotFound(text="no such recording\n")
-        return web.FileResponse(path, headers=CORS_HEADERS)
+        return web.FileResponse(path)
 
+    @public
     async def no_icon(request: web.Request) -> web.Response:
         return web.Response(status=204)
 
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+    @public
+    async def health(request: web.Request) -> web.Response:
+        status = "ok" if storage.full is None else "storage full"
+        body = {"status": status, "sessions": len(endpoint.sessions)}
+        return web.json_response(body, status=200 if storage.full is None else 503)
+
+    async def start_storage(_app: web.Application) -> None:
+        await storage.start()
+
+    async def stop_storage(_app: web.Application) -> None:
+        await storage.stop()
+
+    app.on_startup.append(start_storage)
+    app.on_cleanup.append(stop_storage)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", no_icon)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", health)
     app.router.add_get("/recordings", recordings)
     app.router.add_get("/recordings/{name}", recording)
     return app
@@ -73,18 +164,34 @@ def _safe_path(folder: Path, name: str) -> Path | None:
     separators, no dot files, nothing that resolves outside ``folder``."""
     if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name or name.endswith(PARTIAL):
         return None
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+        return None
     if os.path.splitext(name)[1] not in EXTENSIONS.values():
         return None
-    path = (folder / name).resolve()
+    try:
+        path = (folder / name).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop (RuntimeError before Python 3.13)
+        return None
     return path if path.parent == folder else None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file; False for any name the system refuses."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _list(folder: Path) -> list[dict[str, Any]]:
     items = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if _safe_path(folder, path.name) is not None and path.is_file():
+        if _safe_path(folder, path.name) is None:
+            continue
+        try:
             stat = path.stat()
-            items.append(
-                {"name": path.name, "size": stat.st_size, "mtime": stat.st_mtime, "url": f"/recordings/{path.name}"}
-            )
+        except OSError:
+            continue  # removed meanwhile
+        if S_ISREG(stat.st_mode):
+            items.append({"name": path.name, "size": stat.st_size, "mtime": stat.st_mtime})
     return items
