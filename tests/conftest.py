@@ -1,13 +1,17 @@
-"""Shared fixtures: small streams of generated media, and an event log."""
+"""Shared fixtures: small streams of generated media, an event log, loopback ICE, the
+server's application on 127.0.0.1, and a tracker of aiortc peer connections."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
+from aiortc import RTCPeerConnection
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 
@@ -84,3 +88,62 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"])
+
+
+#: ``await app_server(out, **options)``
+Start = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def app_server(loopback_ice: None) -> AsyncIterator[Start]:
+    """``await app_server(out, **options)``: ``create_app(out, **options)`` on 127.0.0.1,
+    closed after the test."""
+    from asyncrec.whip import create_app
+
+    servers: list[TestServer] = []
+
+    async def start(out: Path, **options: Any) -> TestServer:
+        server = TestServer(create_app(out, **options), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.close()
+
+
+class PeerConnections:
+    """Every RTCPeerConnection created while the fixture is active (strong references: a
+    leaked one cannot hide by being collected), and which of them are still open."""
+
+    def __init__(self) -> None:
+        self.created: list[RTCPeerConnection] = []
+
+    @staticmethod
+    def is_closed(pc: RTCPeerConnection) -> bool:
+        """Closed, with every ICE connection closed and its sockets gone (the transports'
+        own state is no proof: aiortc marks one "failed" after it closed it while
+        connecting)."""
+        ice = set(getattr(pc, "_RTCPeerConnection__iceTransports", set()))
+        ice |= {t.transport for t in getattr(pc, "_RTCPeerConnection__dtlsTransports", set())}
+        connections = [t._connection for t in ice]
+        return pc.connectionState == "closed" and all(c._closing and not c._protocols for c in connections)
+
+    def open(self, but: tuple[RTCPeerConnection, ...] = ()) -> list[RTCPeerConnection]:
+        return [pc for pc in self.created if pc not in but and not self.is_closed(pc)]
+
+
+@pytest.fixture
+def peer_connections(monkeypatch: pytest.MonkeyPatch) -> PeerConnections:
+    tracker = PeerConnections()
+    original = RTCPeerConnection.__init__
+
+    def init(self: RTCPeerConnection, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        tracker.created.append(self)
+
+    monkeypatch.setattr(RTCPeerConnection, "__init__", init)
+    return tracker

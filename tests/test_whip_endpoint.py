@@ -72,24 +72,6 @@ async def whip(loopback_ice: None) -> AsyncIterator[Factory]:
 
 
 @pytest.fixture
-async def app_server(loopback_ice: None) -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
-    """Start ``create_app(out, **options)`` on 127.0.0.1."""
-    servers: list[TestServer] = []
-
-    async def start(out: Path, **options: Any) -> TestServer:
-        server = TestServer(create_app(out, **options), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            await server.close()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session

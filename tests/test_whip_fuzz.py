@@ -45,13 +45,13 @@ from typing import Any
 import pytest
 from aiohttp import http_exceptions, web
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from asyncrec.whip import create_app
 from asyncrec.whip._server import ENDPOINT
-from test_whip_security import PeerConnections, raw_request, udp_sockets
+from conftest import PeerConnections
+from test_whip_security import raw_request, udp_sockets
 from whip_client import SDP, SDP_FRAG, Publisher, check_recording, finished_recordings, wait_until
 
 TOKEN = "fuzz-Token.42~"
@@ -398,20 +398,6 @@ def cases(draw: st.DrawFn) -> Case:
         and draw(st.booleans())
     )
     return case
-
-
-@pytest.fixture
-def peer_connections(monkeypatch: pytest.MonkeyPatch) -> PeerConnections:
-    """Every RTCPeerConnection created during the test (see test_whip_security)."""
-    tracker = PeerConnections()
-    original = RTCPeerConnection.__init__
-
-    def init(self: RTCPeerConnection, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        tracker.created.append(self)
-
-    monkeypatch.setattr(RTCPeerConnection, "__init__", init)
-    return tracker
 
 
 # -- running them -------------------------------------------------------------------------------------

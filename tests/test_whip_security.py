@@ -28,6 +28,7 @@ from yarl import URL
 from asyncrec import cli
 from asyncrec.whip import WhipEndpoint, create_app
 from asyncrec.whip._server import ENDPOINT
+from conftest import PeerConnections, Start
 from whip_client import SDP, SDP_FRAG, Publisher, asyncrec_command, free_port
 
 TOKEN = "s3cret-Token_42"
@@ -86,40 +87,6 @@ def sdp_headers(*extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
     return [(b"Content-Type", SDP.encode()), *extra]
 
 
-class PeerConnections:
-    """Every RTCPeerConnection created while the fixture is active (strong references: a
-    leaked one cannot hide by being collected), and which of them are still open."""
-
-    def __init__(self) -> None:
-        self.created: list[RTCPeerConnection] = []
-
-    @staticmethod
-    def is_closed(pc: RTCPeerConnection) -> bool:
-        """Closed, with every ICE connection closed and its sockets gone (the transports'
-        own state is no proof: aiortc marks one "failed" after it closed it while
-        connecting)."""
-        ice = set(getattr(pc, "_RTCPeerConnection__iceTransports", set()))
-        ice |= {t.transport for t in getattr(pc, "_RTCPeerConnection__dtlsTransports", set())}
-        connections = [t._connection for t in ice]
-        return pc.connectionState == "closed" and all(c._closing and not c._protocols for c in connections)
-
-    def open(self, but: tuple[RTCPeerConnection, ...] = ()) -> list[RTCPeerConnection]:
-        return [pc for pc in self.created if pc not in but and not self.is_closed(pc)]
-
-
-@pytest.fixture
-def peer_connections(monkeypatch: pytest.MonkeyPatch) -> PeerConnections:
-    tracker = PeerConnections()
-    original = RTCPeerConnection.__init__
-
-    def init(self: RTCPeerConnection, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        tracker.created.append(self)
-
-    monkeypatch.setattr(RTCPeerConnection, "__init__", init)
-    return tracker
-
-
 def udp_sockets() -> set[int]:
     """The inodes of this process's UDP sockets (ICE binds one per candidate); empty where
     there is no /proc."""
@@ -137,27 +104,6 @@ def udp_sockets() -> set[int]:
             if target.startswith("socket:["):
                 ours.add(int(target[8:-1]))
     return inodes & ours
-
-
-Start = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture
-async def app_server(loopback_ice: None) -> AsyncIterator[Start]:
-    """``await app_server(out, **options)``: ``create_app(out, **options)`` on 127.0.0.1."""
-    servers: list[TestServer] = []
-
-    async def start(out: Path, **options: Any) -> TestServer:
-        server = TestServer(create_app(out, **options), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            await server.close()
 
 
 @pytest.fixture
