@@ -88,6 +88,18 @@ def ffprobe_streams(path: str | Path) -> list[dict[str, Any]]:
     ]
 
 
+def ffprobe_video(path: str | Path, entries: str) -> list[dict[str, Any]]:
+    """Debian's ffprobe on the first video stream of ``path``: ``entries`` as for
+    ``-show_entries`` (``packet=pos,flags`` or ``stream=profile,level``), one dict per
+    packet or stream, in file order."""
+    result = _run(
+        [_tool("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of", "json", str(path)]
+    )
+    assert result.returncode == 0, f"ffprobe failed on {path}: {result.stderr.strip()}"
+    section = entries.split("=", 1)[0]
+    return list(json.loads(result.stdout).get(f"{section}s", []))
+
+
 def ffprobe_packet_spans(path: str | Path) -> dict[int, tuple[float, float]]:
     """Per stream index: (first packet's pts, end of the last packet = pts + duration), in seconds."""
     result = _run(

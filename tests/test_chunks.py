@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from asyncrec import BlobEvent, MediaRecorder
 from conftest import EventLog, make_stream
-from media_check import _run, _tool, ffmpeg_decode_errors, ffprobe_duration
+from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_video
 
 
 @pytest.mark.parametrize(
@@ -42,26 +41,6 @@ async def test_chunks_are_numbered_and_their_durations_add_up_to_the_file(mime: 
             assert after.timecode == pytest.approx(before.timecode + before.duration, abs=1.0)
 
 
-def video_packets_by_ffprobe(path: Path) -> subprocess.CompletedProcess[str]:
-    """Debian's ffprobe: ``pos,flags`` of every video packet of ``path``."""
-    out = _run(
-        [
-            _tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pos,flags",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ]
-    )
-    assert out.returncode == 0, out.stderr
-    return out
-
-
 async def recorded_chunks(mime: str, **options: object) -> list[BlobEvent]:
     recorder = MediaRecorder(make_stream(duration=3.0, realtime=False), mimeType=mime, **options)  # type: ignore[arg-type]
     log = EventLog(recorder)
@@ -89,8 +68,8 @@ async def test_keyframe_says_whether_the_chunk_starts_with_a_key_frame(
         # Checked by Debian's ffprobe: the first chunk (the header), then this one.
         path = tmp_path / f"chunk{chunk.sequence}.bin"
         path.write_bytes(chunks[0].data + chunk.data)
-        rows = [line.split(",") for line in video_packets_by_ffprobe(path).stdout.split()]
-        first = next(flags for pos, flags in rows if int(pos) >= len(chunks[0].data))
+        packets = ffprobe_video(path, "packet=pos,flags")
+        first = next(p["flags"] for p in packets if int(p["pos"]) >= len(chunks[0].data))
         assert chunk.keyframe == ("K" in first), f"chunk {chunk.sequence}"
     flags = [c.keyframe for c in chunks[1:]]
     if every == 1:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +29,7 @@ from media_check import (
     ffprobe_duration,
     ffprobe_packet_spans,
     ffprobe_streams,
+    ffprobe_video,
 )
 from media_probe import record
 from source_check import sources_released, stop_tracks
@@ -184,22 +184,7 @@ async def test_timeslice_is_media_time_for_a_source_that_is_not_live(tmp_path: P
 
 def declared_rates(path: Path) -> tuple[Fraction, Fraction]:
     """(avg_frame_rate, r_frame_rate) of the video stream of ``path``, by ffprobe."""
-    result = _run(
-        [
-            _tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=avg_frame_rate,r_frame_rate",
-            "-of",
-            "json",
-            str(path),
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    (stream,) = json.loads(result.stdout)["streams"]
+    [stream] = ffprobe_video(path, "stream=avg_frame_rate,r_frame_rate")
     return Fraction(stream["avg_frame_rate"]), Fraction(stream["r_frame_rate"])
 
 

@@ -15,26 +15,13 @@ import asyncrec._recording
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, moving_pattern
 from asyncrec._codec_strings import av01, avc1, vp9_level
 from conftest import EventLog, make_stream
-from media_check import _run, _tool
+from media_check import ffprobe_video
 from media_probe import record
 
 
-def stream_info(path: Path) -> dict[str, str]:
-    out = _run(
-        [
-            _tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=profile,level",
-            "-of",
-            "default=nw=1",
-            str(path),
-        ]
-    )
-    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+def stream_info(path: Path) -> dict[str, Any]:
+    [stream] = ffprobe_video(path, "stream=profile,level")
+    return stream
 
 
 @pytest.mark.parametrize("size", [(160, 120), (640, 480), (1280, 720)], ids=["qqvga", "vga", "720p"])

@@ -7,7 +7,6 @@ tone in WebM), so the reader is not only fed what asyncrec itself writes.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from asyncrec import (
     open_media,
 )
 from conftest import EventLog
-from media_check import _run, _tool, ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams
+from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, ffprobe_video
 from source_check import (
     make_input_file,
     record_until_stopped,
@@ -63,22 +62,7 @@ def long_media_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def video_pts(path: Path) -> list[float]:
     """Presentation times (s) of the video packets of ``path``, in file order, by ffprobe."""
-    result = _run(
-        [
-            _tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "json",
-            str(path),
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    return [float(p["pts_time"]) for p in json.loads(result.stdout)["packets"]]
+    return [float(p["pts_time"]) for p in ffprobe_video(path, "packet=pts_time")]
 
 
 def assert_ended_by_itself(log: EventLog) -> None:
