@@ -61,7 +61,7 @@ def record_sessions(
         final = os.path.join(folder, name)
         partial = final + PARTIAL
         recorder = MediaRecorder(session.stream, mimeType=mimeType, max_video_size=max_video_size)
-        facts = {"session": session.id, "remote": getattr(session, "remote", None)}
+        facts = {"session": session.id, "remote": session.remote}
         stopped = asyncio.Event()
         recorder.onstop = lambda event: stopped.set()
         recorder.onerror = lambda event: logger.warning(
