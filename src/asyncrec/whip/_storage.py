@@ -58,11 +58,14 @@ class StorageGuard:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="asyncrec-storage")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop looking. Cancelling the caller cancels the wait (the watch is cancelled
+        all the same)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # wait(), not await task: the task's own cancellation is expected, the
+            # caller's must propagate.
+            await asyncio.wait([task])
 
     async def wait_full(self) -> None:
         """Return once the disk is full (at once if it is)."""
