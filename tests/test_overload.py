@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, _handoff, _worker, sine_tone
 from conftest import EventLog, make_stream
+from media_check import ffmpeg_decode_errors
+from media_probe import probe
 
 SLOW_ENCODE = 0.05  # seconds per video frame: 20 fps, slower than the 30 fps source
 
@@ -104,3 +107,36 @@ async def test_a_slow_codec_setting_under_a_live_source_drops_counted_frames_wit
     assert max(queued) <= _handoff.VIDEO_QUEUE_BYTES + _handoff.AUDIO_QUEUE_BYTES
     # Memory stays flat: the backlog is bounded, whatever the encoder's speed.
     assert max(rss) - rss[0] < 64 * 1024 * 1024
+
+
+async def test_live_audio_that_outruns_its_bound_stops_the_recording_keeping_every_frame(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Live audio cannot be dropped and cannot wait (it would pile up in the source, as in
+    # aiortc's unbounded receive queue): past its bound the recording fails, whole.
+    monkeypatch.setattr(_handoff, "AUDIO_QUEUE_BYTES", 64 * 1024)  # ~0.3 s of 48 kHz stereo s16
+    real = _worker.RecordingWorker._encode
+
+    def stalled(self: _worker.RecordingWorker, item: _handoff.FrameItem) -> None:
+        time.sleep(0.05)  # every 20 ms frame takes 50 ms: 2.5x slower than real time
+        real(self, item)
+
+    monkeypatch.setattr(_worker.RecordingWorker, "_encode", stalled)
+    recorder = MediaRecorder(make_stream(video=False, duration=3.0, realtime=True), mimeType="audio/webm")
+    log = EventLog(recorder)
+    recorder.start()
+    await log.wait_stopped()
+    assert log.types[0] == "start"
+    assert log.types[-3:] == ["error", "dataavailable", "stop"]
+    error = next(e.error for e in log.events if e.type == "error")
+    assert error.name == "QuotaExceededError"
+    (audio,) = recorder.statistics().tracks
+    assert 0 < audio.frames_in < 150  # stopped early, well before the 3 s source ended
+    assert audio.frames_encoded == audio.frames_in  # every frame received is recorded
+    assert audio.frames_dropped == 0
+    assert recorder.state == "inactive"
+    # What was received is in the file, and it decodes to its end.
+    path = tmp_path / "out.webm"
+    path.write_bytes(log.data)
+    assert not ffmpeg_decode_errors(path)
+    assert probe(path).span("audio") == pytest.approx(audio.frames_in * 0.020, abs=0.1)

@@ -7,6 +7,9 @@ Bounds are in bytes of frame data, per track. Overflow policy:
   when the encoder falls behind;
 * audio, and video of sources that are not at real time (faster, slower, or without
   timestamps): the input waits for room, which holds the source back; nothing is dropped.
+  Live audio cannot be held back (it would pile up unbounded in the source, e.g. aiortc's
+  receive queue): when its bound is reached (the encoder ~40 s behind), the recording
+  fails with ``QuotaExceededError`` and everything received so far is recorded.
 
 Tracks also stay together in media time: a frame that is not real time waits while it is
 more than ``MEDIA_LEAD`` ahead of another track that has started and not ended (for at
@@ -163,6 +166,11 @@ class HandOff:
                 dropped += 1
             self._append(item)
         return dropped
+
+    def overflowing(self, item: FrameItem) -> bool:
+        """Whether ``item``'s track has no room for it (its bound would be exceeded)."""
+        with self._cond:
+            return not self._closed and self._full(item.track, item.nbytes)
 
     def room(self, item: FrameItem) -> asyncio.Future[None] | None:
         """Queue ``item`` if its track has room and return None; else return a future

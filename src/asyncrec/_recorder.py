@@ -385,8 +385,9 @@ class MediaRecorder:
             encoder_busy_time=recording.counters.busy,
             recorded_time=recording.counters.media_time,
             av_offset=recording.counters.av_offset,
-            queued_bytes=recording.handoff.queued_bytes(),
+            queued_bytes=recording.handoff.queued_bytes() + recording.counters.held_bytes,
             video_size=recording.video_size,
+            undelivered_bytes=self._dispatcher.undelivered_bytes,
         )
 
     async def aclose(self) -> None:

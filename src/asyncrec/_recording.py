@@ -27,11 +27,11 @@ import av
 from ._chunks import Chunk
 from ._clock import RecordingClock
 from ._container import WorkerSettings
-from ._errors import AsyncrecError
+from ._errors import AsyncrecError, QuotaExceededError
 from ._events import BlobEvent, Event
 from ._fanout import Arrival, TrackFanout, fanout
 from ._formats import Format
-from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
+from ._handoff import AUDIO_QUEUE_BYTES, Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
 from ._stats import TrackStatistics
 from ._stream import Track
 from ._worker import Failure, Finished, Opened, Output, RecordingWorker, TrackInfo, WorkerCounters
@@ -175,6 +175,14 @@ class TrackInput:
         item = self._item
         if item.droppable:
             self.counters.dropped += recording.handoff.offer(item)
+        elif item.realtime and self.kind == "audio" and recording.handoff.overflowing(item):
+            # Live audio is never dropped and cannot wait: waiting would pile it up in
+            # the source without bound. It goes in (the bound gives way for this one) and
+            # the recording stops, keeping everything received.
+            recording.handoff.offer(item)
+            self._current = self._item = None
+            recording.overflowed(self.track.id)
+            return None
         else:
             room = recording.handoff.room(item)
             if room is not None:
@@ -296,6 +304,15 @@ class Recording:
             fan.unsubscribe(track_input)
         self._wake_running()
         self.handoff.control(Stop(self._video_end()))
+
+    def overflowed(self, track_id: str) -> None:
+        """Live audio of ``track_id`` outran the worker by its whole bound: the recording
+        fails (later in this loop turn: the fan-out is delivering) and stops."""
+        if not self.stopping:
+            error = QuotaExceededError(
+                f"live audio of track {track_id} is {AUDIO_QUEUE_BYTES} bytes ahead of the encoder; recording stopped"
+            )
+            self._loop.call_soon(self._owner._recording_failed, self, error)
 
     def abandon(self) -> None:
         """Tell the worker to finish without touching the loop (from ``__del__``, or a

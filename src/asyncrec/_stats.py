@@ -45,8 +45,12 @@ class RecorderStatistics:
     #: Where the recorded audio stands against the video clock (s; positive: audio
     #: late); video follows the clock exactly. None without audio.
     av_offset: float | None = None
-    #: Bytes of frame data waiting for the worker (bounded per track: see the README).
+    #: Bytes of frame data waiting to be encoded: queued for the worker (bounded per
+    #: track), and held by it until every track's first frame arrives (see the README).
     queued_bytes: int = 0
     #: The recording's picture size (width, height) once the encoders are open; None
     #: before, or without video.
     video_size: tuple[int, int] | None = None
+    #: Bytes of chunks produced and not yet taken by every handler and iterator (at most
+    #: ``MediaRecorder.max_undelivered_bytes``).
+    undelivered_bytes: int = 0

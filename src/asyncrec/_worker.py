@@ -94,6 +94,8 @@ class WorkerCounters:
     media_time: float = 0.0
     #: Written audio's end minus the recording's clock for it (s; positive: audio late).
     av_offset: float | None = None
+    #: Bytes of frames held until the header can be written (at most ``PREOPEN_BYTES``).
+    held_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -291,11 +293,13 @@ class RecordingWorker:
             self._preopen.deadline = monotonic() + OPEN_TIMEOUT
         self._preopen.items.append(item)
         self._preopen.nbytes += item.nbytes
+        self.counters.held_bytes = self._preopen.nbytes
         if all(t.first is not None for t in self._tracks) or self._preopen.nbytes > PREOPEN_BYTES:
             self._open()
 
     def _open(self) -> None:
         held, self._preopen = self._preopen.items, _Preopen()
+        self.counters.held_bytes = 0
         # Tracks of one clock domain may start before the first frame that arrived
         # (negative times): the recording starts at its earliest frame.
         self._start = min(0.0, min((item.time for item in held), default=0.0))
