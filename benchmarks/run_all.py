@@ -1,6 +1,6 @@
 """Run every benchmark with its defaults, one after the other, each in its own process.
 
-    python benchmarks/run_all.py              # throughput.py, codec_throughput.py, then loop_lag.py
+    python benchmarks/run_all.py              # throughput.py, codec_throughput.py, loop_lag.py, session_memory.py
     python benchmarks/run_all.py --quick      # shorter runs, for a smoke test
 
 Exits non-zero if a benchmark fails (e.g. asyncrec lost frames of a non-live source).
@@ -18,6 +18,7 @@ QUICK = {
     "throughput.py": ["--frames", "120", "--repeat", "1"],
     "codec_throughput.py": ["--frames", "60", "--repeat", "1"],
     "loop_lag.py": ["--duration", "3"],
+    "session_memory.py": ["--sizes", "640x480", "--seconds", "4"],
 }
 
 
@@ -26,7 +27,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, not a measurement")
     args = parser.parse_args()
     failed = []
-    for script in ("throughput.py", "codec_throughput.py", "loop_lag.py"):
+    for script in QUICK:
         extra = QUICK[script] if args.quick else []
         print(f"\n===== {script} {' '.join(extra)}".rstrip(), flush=True)
         # A separate process each, so one benchmark's threads and memory never skew the next.

@@ -190,7 +190,10 @@ async def private_requests(
         "HEAD list": ("HEAD", "/recordings", auth, b""),
         "GET file": ("GET", f"/recordings/{RECORDING}", auth, b""),
         "HEAD file": ("HEAD", f"/recordings/{RECORDING}", auth, b""),
+        "GET sessions": ("GET", "/sessions", auth, b""),
+        "GET thumbnail": ("GET", f"/recordings/{RECORDING}/thumbnail", auth, b""),
         "DELETE session": ("DELETE", session, auth, b""),
+        "DELETE file": ("DELETE", f"/recordings/{RECORDING}", auth, b""),
     }
     answers = {}
     for route, (method, target, headers, body) in requests.items():
@@ -209,12 +212,14 @@ async def test_every_private_route_needs_the_token(
     for route, (status, headers) in answers.items():
         assert status == 401, f"{route}: {status}"
         assert headers["www-authenticate"].startswith("Bearer"), route
-    # Nothing was changed: the session is still there.
+    # Nothing was changed: the session and the recording are still there.
     assert len(server.app[ENDPOINT].sessions) == 1
+    assert (tmp_path / "out" / RECORDING).read_bytes() == CONTENT
 
 
 async def test_the_right_token_opens_every_route(app_server: Start, tmp_path: Path, offer: str) -> None:
-    server = await app_server(out_dir(tmp_path), token=TOKEN)
+    out = out_dir(tmp_path)
+    server = await app_server(out, token=TOKEN)
     session = await open_session(server, offer)
     answers = await private_requests(server, session, b"Bearer " + TOKEN.encode(), offer)
     assert {route: status for route, (status, _) in answers.items()} == {
@@ -224,8 +229,13 @@ async def test_the_right_token_opens_every_route(app_server: Start, tmp_path: Pa
         "HEAD list": 200,
         "GET file": 200,
         "HEAD file": 200,
+        "GET sessions": 200,
+        "GET thumbnail": 404,  # CONTENT is no video: it has none
         "DELETE session": 200,
+        "DELETE file": 204,
     }
+    assert not (out / RECORDING).exists(), "deleted with the token"
+    (out / RECORDING).write_bytes(CONTENT)
     # The scheme is case-insensitive and spaces around the token do not matter (RFC 9110).
     for authorization in (b"bearer " + TOKEN.encode(), b"BEARER  " + TOKEN.encode() + b" "):
         status, _, body = await raw_request(server.port, "GET", "/recordings", [(b"Authorization", authorization)])
@@ -257,7 +267,15 @@ async def test_every_route_of_the_app_is_private_unless_marked_public(
         else:
             assert status == 401, f"{route.method} {path}: {status}"
             assert headers["www-authenticate"].startswith("Bearer")
-    assert {"GET /", "POST /whip", "GET /recordings", f"GET /recordings/{RECORDING}"} <= set(checked)
+    assert {
+        "GET /",
+        "POST /whip",
+        "GET /recordings",
+        f"GET /recordings/{RECORDING}",
+        "GET /sessions",
+        f"GET /recordings/{RECORDING}/thumbnail",
+        f"DELETE /recordings/{RECORDING}",
+    } <= set(checked)
 
 
 async def test_the_page_loads_without_the_token_and_asks_for_it(app_server: Start, tmp_path: Path) -> None:

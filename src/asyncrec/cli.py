@@ -243,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale larger publishers down to fit WxH, aspect ratio kept (default: as they come)",
     )
     serve.add_argument(
+        "--max-publish-size",
+        type=_video_size,
+        default="1920x1080",
+        metavar="WxH",
+        help="refuse publishers whose video is larger than WxH, either way round: the picture is never decoded "
+        "and the session ends (reason 'video too large'); 3840x2160 lets 4K in",
+    )
+    serve.add_argument(
+        "--max-session-memory",
+        type=_bytes,
+        default="128M",
+        metavar="SIZE",
+        help="media one session may hold in memory (received, not yet encoded or written); above it the "
+        "session ends, its recording finished (reason 'memory limit')",
+    )
+    serve.add_argument(
         "--min-free",
         type=_bytes,
         metavar="SIZE",
@@ -609,6 +625,8 @@ async def _serve(args: argparse.Namespace) -> int:
         allow_origins=args.allow_origin or (),
         max_session_seconds=args.max_session_seconds,
         max_video_size=args.max_video_size,
+        max_publish_size=args.max_publish_size,
+        max_session_memory=args.max_session_memory,
         min_free=args.min_free,
         max_disk=args.max_disk,
     )

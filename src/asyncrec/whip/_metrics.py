@@ -8,7 +8,9 @@ counted twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,6 +18,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .._recorder import MediaRecorder
 
 KINDS = ("video", "audio")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRecording:
+    """A session being recorded: its recorder, and when its recording began (epoch s)."""
+
+    session_id: str
+    recorder: MediaRecorder
+    started: float
 
 
 class ServerMetrics:
@@ -30,11 +41,12 @@ class ServerMetrics:
         )
         self.refused = Counter(
             "asyncrec_sessions_refused",
-            "WHIP requests refused, by reason (unauthorized, busy, storage, bad_offer, bad_request)",
+            "WHIP publishers refused, by reason (unauthorized, busy, storage, bad_offer, bad_request, video_too_large)",
             ["reason"],
             registry=self.registry,
         )
         self._active: dict[str, MediaRecorder] = {}
+        self._started: dict[str, float] = {}
         self._bytes = 0
         self._frames = {name: dict.fromkeys(KINDS, 0) for name in ("received", "encoded", "dropped")}
         self._busy = 0.0
@@ -44,10 +56,12 @@ class ServerMetrics:
     def session_started(self, session_id: str, recorder: MediaRecorder) -> None:
         self.sessions.inc()
         self._active[session_id] = recorder
+        self._started[session_id] = time.time()
 
     def session_ended(self, session_id: str, written: int) -> None:
         """The session's recording is over and ``written`` bytes of it are on the disk."""
         recorder = self._active.pop(session_id, None)
+        self._started.pop(session_id, None)
         self._bytes += written
         if recorder is not None:
             for kind, received, encoded, dropped in _frames(recorder):
@@ -58,6 +72,13 @@ class ServerMetrics:
 
     def refuse(self, reason: str) -> None:
         self.refused.labels(reason=reason).inc()
+
+    def active(self) -> list[ActiveRecording]:
+        """The sessions being recorded now, oldest first (a snapshot)."""
+        return [
+            ActiveRecording(session_id, recorder, self._started.get(session_id, 0.0))
+            for session_id, recorder in self._active.items()
+        ]
 
     # -- scraping --------------------------------------------------------------------------------
     def render(self) -> bytes:

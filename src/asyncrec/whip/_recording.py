@@ -13,6 +13,7 @@ from .._recorder import MediaRecorder
 from .._sink import FileSink
 from ._endpoint import WhipSession
 from ._metrics import ServerMetrics
+from ._receivers import ReceiverWatch
 from ._storage import StorageGuard
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,15 @@ logger = logging.getLogger(__name__)
 EXTENSIONS = {spec.mime: spec.extension for spec in CONTAINERS.values()}
 #: Recordings in progress carry this suffix; a finished one is renamed without it.
 PARTIAL = ".part"
+#: The largest picture a publisher may send by default, either way round: what decoding
+#: and encoding cost grows with (per session: ~100 MiB at 1080p, ~430 MiB at 4K).
+MAX_PUBLISH_SIZE = (1920, 1080)
+#: Media held for one session by default: received and not yet encoded or delivered.
+MAX_SESSION_MEMORY = 128 * 1024 * 1024
+#: How often a session's held memory is looked at (s).
+MEMORY_CHECK = 0.2
+#: Chunks not yet written to the file, at most (the recorder's bound, lowered for a server).
+MAX_UNWRITTEN = 16 * 1024 * 1024
 
 
 def extension_for(mime_type: str) -> str:
@@ -36,6 +46,8 @@ def record_sessions(
     timeslice: int = 1000,
     max_session_seconds: float | None = None,
     max_video_size: tuple[int, int] | None = None,
+    max_publish_size: tuple[int, int] | None = MAX_PUBLISH_SIZE,
+    max_session_memory: int | None = MAX_SESSION_MEMORY,
     storage: StorageGuard | None = None,
     metrics: ServerMetrics | None = None,
 ) -> Callable[[WhipSession], Awaitable[None]]:
@@ -47,6 +59,12 @@ def record_sessions(
     ``max_session_seconds``, or when ``storage`` says the disk is full. Video larger than
     ``max_video_size`` is scaled down. Each session is logged (start, codecs, resolution,
     end reason, file, bytes, frames) and counted in ``metrics``.
+
+    Bounds whatever the publisher sends: a video key frame declaring a picture larger than
+    ``max_publish_size`` is never decoded and ends the session (``video too large``); more
+    than ``max_session_memory`` bytes of media held for the session (in aiortc's receive
+    queues, the recorder's queues and its unwritten chunks) end it too (``memory limit``).
+    Either way what was recorded is kept.
 
     Raises NotSupportedError at once for a ``mimeType`` that cannot be recorded.
     """
@@ -61,7 +79,24 @@ def record_sessions(
         final = os.path.join(folder, name)
         partial = final + PARTIAL
         recorder = MediaRecorder(session.stream, mimeType=mimeType, max_video_size=max_video_size)
+        recorder.max_undelivered_bytes = MAX_UNWRITTEN
         facts = {"session": session.id, "remote": session.remote}
+        refused = asyncio.Event()
+
+        def oversized(width: int, height: int) -> None:
+            logger.warning(
+                "session %s: the publisher's video is %dx%d, larger than %dx%d; refused",
+                session.id,
+                width,
+                height,
+                *(max_publish_size or (0, 0)),
+                extra={**facts, "resolution": f"{width}x{height}"},
+            )
+            if metrics is not None:
+                metrics.refuse("video_too_large")
+            refused.set()
+
+        watch = ReceiverWatch(session.pc, max_size=max_publish_size, on_oversized=oversized)
         stopped = asyncio.Event()
         recorder.onstop = lambda event: stopped.set()
         recorder.onerror = lambda event: logger.warning(
@@ -92,6 +127,10 @@ def record_sessions(
             }
             if storage is not None:
                 waits[asyncio.ensure_future(storage.wait_full())] = "storage full"
+            waits[asyncio.ensure_future(refused.wait())] = "video too large"
+            if max_session_memory is not None:
+                held = _held_memory(recorder, watch, max_session_memory)
+                waits[asyncio.ensure_future(held)] = "memory limit"
             try:
                 done, _ = await asyncio.wait(waits, timeout=max_session_seconds, return_when=asyncio.FIRST_COMPLETED)
                 reason = next((waits[task] for task in done), "time limit")
@@ -99,7 +138,7 @@ def record_sessions(
                 for task in waits:
                     task.cancel()
         # The recording is finished (the sink closed it); the publisher goes too.
-        if reason in ("time limit", "storage full"):
+        if reason in ("time limit", "storage full", "video too large", "memory limit"):
             session._end(reason)
         stats = recorder.statistics()
         written = sink.bytes_written
@@ -128,4 +167,26 @@ def record_sessions(
     return record
 
 
-__all__ = ["EXTENSIONS", "extension_for", "record_sessions"]
+def held_memory(recorder: MediaRecorder, watch: ReceiverWatch) -> tuple[int, int, int]:
+    """Bytes of media held for a session: in aiortc's queues (not yet decoded or read),
+    in the recorder's (not yet encoded), and encoded but not yet written."""
+    stats = recorder.statistics()
+    return watch.held_bytes, stats.queued_bytes, stats.undelivered_bytes
+
+
+async def _held_memory(recorder: MediaRecorder, watch: ReceiverWatch, limit: int) -> None:
+    """Return once more than ``limit`` bytes are held for the session (logged)."""
+    while True:
+        held = held_memory(recorder, watch)
+        if sum(held) > limit:
+            logger.warning(
+                "session holds %d bytes of media, more than %d (receiving %d, encoding %d, writing %d): ending it",
+                sum(held),
+                limit,
+                *held,
+            )
+            return
+        await asyncio.sleep(MEMORY_CHECK)  # a periodic measurement: no event says "grew"
+
+
+__all__ = ["EXTENSIONS", "MAX_PUBLISH_SIZE", "MAX_SESSION_MEMORY", "extension_for", "held_memory", "record_sessions"]

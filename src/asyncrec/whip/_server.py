@@ -1,5 +1,6 @@
-"""``asyncrec serve``: the WHIP endpoint recording every session, a publishing page and
-the list of recordings, as one aiohttp application.
+"""``asyncrec serve``: the WHIP endpoint recording every session, the operator's page (live
+sessions, a publishing panel, the recordings) and the routes it reads, as one aiohttp
+application.
 
 With a token, every route needs it (:func:`~asyncrec.whip._access.access_middleware`)
 except those marked :func:`~asyncrec.whip._access.public`: the page, the favicon and the
@@ -8,21 +9,20 @@ CORS preflights. A route added to the application later is private unless marked
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from stat import S_ISREG
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
+from ._library import Library
 from ._metrics import ServerMetrics
-from ._recording import EXTENSIONS, PARTIAL, record_sessions
+from ._recording import MAX_PUBLISH_SIZE, MAX_SESSION_MEMORY, record_sessions
+from ._sessions import LiveSessions
 from ._storage import RETRY_AFTER, StorageGuard
 
 PAGE = resources.files(__package__).joinpath("page.html")
@@ -30,8 +30,6 @@ PAGE = resources.files(__package__).joinpath("page.html")
 ENDPOINT = web.AppKey("endpoint", WhipEndpoint)
 #: The application's token check (the one access_middleware applies to every route).
 ACCESS = web.AppKey("access", BearerToken)
-#: The longest name a recording may have (a file name is at most 255 bytes).
-MAX_NAME = 255
 
 
 def create_app(
@@ -46,10 +44,13 @@ def create_app(
     allow_origins: Iterable[str] = (),
     max_session_seconds: float | None = None,
     max_video_size: tuple[int, int] | None = None,
+    max_publish_size: tuple[int, int] | None = MAX_PUBLISH_SIZE,
+    max_session_memory: int | None = MAX_SESSION_MEMORY,
     min_free: int | None = None,
     max_disk: int | None = None,
 ) -> web.Application:
-    """The server's application: ``/whip`` (WHIP), ``/`` (the page), ``/recordings``.
+    """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
+    ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
 
     With ``token``, every route but the page needs ``Authorization: Bearer TOKEN`` (a
     recording also answers a URL signed by ``/recordings``). ``allow_origins``: the
@@ -57,9 +58,14 @@ def create_app(
     are never shared with other origins.
 
     Bounds (see docs/operating.md): ``max_session_seconds`` per session, video larger than
-    ``max_video_size`` scaled down, and the disk: below ``min_free`` free bytes or above
-    ``max_disk`` bytes of recordings, running sessions end with finished files and new
-    ones get 507. ``/metrics`` (Prometheus; private) and ``/healthz`` (public) report.
+    ``max_video_size`` scaled down, larger than ``max_publish_size`` refused (never
+    decoded), at most ``max_session_memory`` bytes of media held per session, and the
+    disk: below ``min_free`` free bytes or above ``max_disk`` bytes of recordings, running
+    sessions end with finished files and new ones get 507. ``/metrics`` (Prometheus;
+    private) and ``/healthz`` (public) report.
+
+    The page at ``/`` reads ``/sessions`` (live sessions) and ``/recordings`` (with
+    durations and ``/recordings/NAME/thumbnail``); ``DELETE /recordings/NAME`` removes one.
 
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
     token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, or a
@@ -83,6 +89,8 @@ def create_app(
             timeslice=timeslice,
             max_session_seconds=max_session_seconds,
             max_video_size=max_video_size,
+            max_publish_size=max_publish_size,
+            max_session_memory=max_session_memory,
             storage=storage if storage.enabled else None,
             metrics=metrics,
         ),
@@ -116,18 +124,50 @@ def create_app(
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
+    library = Library(folder)
+    live = LiveSessions(metrics, endpoint)
+
+    async def sessions(request: web.Request) -> web.Response:
+        return web.json_response(live.snapshot(), headers={"Cache-Control": "no-store"})
+
     async def recordings(request: web.Request) -> web.Response:
-        items = await asyncio.to_thread(_list, folder)
-        for item in items:
-            item["url"] = access.sign(f"/recordings/{item['name']}")  # for <video src>: no header
+        items = []
+        for item in await library.recordings():
+            path = f"/recordings/{item.name}"
+            items.append(
+                {
+                    "name": item.name,
+                    "size": item.size,
+                    "mtime": item.mtime,
+                    "duration": item.duration,
+                    "url": access.sign(path),  # for <video src> and <img src>: no header
+                    "thumbnail": access.sign(f"{path}/thumbnail") if item.has_thumbnail else None,
+                }
+            )
         return web.json_response(items, headers={"Cache-Control": "no-store"})
 
     @signed_urls
     async def recording(request: web.Request) -> web.StreamResponse:
-        path = _safe_path(folder, request.match_info["name"])
-        if path is None or not await asyncio.to_thread(_is_file, path):
+        path = await library.file(request.match_info["name"])
+        if path is None:
             raise web.HTTPNotFound(text="no such recording\n")
         return web.FileResponse(path)
+
+    @signed_urls
+    async def thumbnail(request: web.Request) -> web.Response:
+        jpeg = await library.thumbnail(request.match_info["name"])
+        if jpeg is None:
+            raise web.HTTPNotFound(text="no such thumbnail\n")
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    async def delete_recording(request: web.Request) -> web.Response:
+        try:
+            deleted = await library.delete(request.match_info["name"])
+        except PermissionError:
+            raise web.HTTPForbidden(text="the server may not delete this file\n") from None
+        if not deleted:
+            raise web.HTTPNotFound(text="no such recording\n")
+        return web.Response(status=204)
 
     @public
     async def no_icon(request: web.Request) -> web.Response:
@@ -154,44 +194,9 @@ def create_app(
     app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/sessions", sessions)
     app.router.add_get("/recordings", recordings)
     app.router.add_get("/recordings/{name}", recording)
+    app.router.add_delete("/recordings/{name}", delete_recording)
+    app.router.add_get("/recordings/{name}/thumbnail", thumbnail)
     return app
-
-
-def _safe_path(folder: Path, name: str) -> Path | None:
-    """``folder/name`` if ``name`` is a plain finished recording's name, else None: no
-    separators, no dot files, nothing that resolves outside ``folder``."""
-    if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name or name.endswith(PARTIAL):
-        return None
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
-        return None
-    if os.path.splitext(name)[1] not in EXTENSIONS.values():
-        return None
-    try:
-        path = (folder / name).resolve()
-    except (OSError, RuntimeError, ValueError):  # a link loop (RuntimeError before Python 3.13)
-        return None
-    return path if path.parent == folder else None
-
-
-def _is_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file; False for any name the system refuses."""
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _list(folder: Path) -> list[dict[str, Any]]:
-    items = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if _safe_path(folder, path.name) is None:
-            continue
-        try:
-            stat = path.stat()
-        except OSError:
-            continue  # removed meanwhile
-        if S_ISREG(stat.st_mode):
-            items.append({"name": path.name, "size": stat.st_size, "mtime": stat.st_mtime})
-    return items
