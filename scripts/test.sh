@@ -14,17 +14,32 @@ cd "$(dirname "$0")/.."
 PACKAGES="ffmpeg chromium mkvtoolnix firefox-esr python3-gi gir1.2-gst-plugins-bad-1.0 \
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 gstreamer1.0-plugins-ugly gstreamer1.0-nice iproute2 util-linux"
-MISSING=""
-for package in $PACKAGES; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        MISSING="$MISSING $package"
-    fi
-done
-if [ -n "$MISSING" ]; then
+# Ceph's S3 gateway, radosgw, on a throwaway single-node cluster (a monitor, a memstore
+# OSD): a real S3 server for the object storage tests (tests/s3_server.py). Installed
+# without recommends: with them Ceph pulls in hundreds of packages it does not need here.
+CEPH_PACKAGES="ceph-mon ceph-osd radosgw ceph-common"
+missing() {
+    for package in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            printf ' %s' "$package"
+        fi
+    done
+}
+# shellcheck disable=SC2086 # one word per package
+MISSING=$(missing $PACKAGES)
+# shellcheck disable=SC2086
+MISSING_CEPH=$(missing $CEPH_PACKAGES)
+if [ -n "$MISSING$MISSING_CEPH" ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+    if [ -n "$MISSING" ]; then
+        # shellcheck disable=SC2086 # one word per package
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+    fi
+    if [ -n "$MISSING_CEPH" ]; then
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $MISSING_CEPH >/dev/null
+    fi
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -1,10 +1,13 @@
 """Shared fixtures: small streams of generated media, an event log, loopback ICE, the
-server's application on 127.0.0.1, and a tracker of aiortc peer connections."""
+server's application on 127.0.0.1, a tracker of aiortc peer connections, and a real S3
+server (Ceph's radosgw) with a fresh bucket per test."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from aiortc import RTCPeerConnection
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+from s3_server import CephS3, delete_bucket, missing_programs
 
 STOP_TIMEOUT = 20.0
 EVENTS = ("start", "stop", "dataavailable", "pause", "resume", "error")
@@ -147,3 +151,44 @@ def peer_connections(monkeypatch: pytest.MonkeyPatch) -> PeerConnections:
 
     monkeypatch.setattr(RTCPeerConnection, "__init__", init)
     return tracker
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[CephS3]:
+    """A real S3 server for the whole run: Ceph's radosgw on a single-node cluster in a
+    temporary directory (tests/s3_server.py), started on first use (about 2 s) and stopped
+    at the end. Skipped where Ceph is not installed, except in CI (``CI`` set), which
+    installs it (scripts/test.sh) and must run these tests.
+
+    Sync on purpose: a session of its own outlives every test's event loop; its coroutines
+    (``stop_gateway()``, ``start_gateway()``) run their blocking part on a worker thread.
+    """
+    missing = missing_programs()
+    if missing:
+        packages = " ".join(sorted(set(missing.values())))
+        message = (
+            f"no Ceph for the S3 tests ({', '.join(missing)} not found): "
+            f"apt-get install --no-install-recommends {packages}"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with CephS3() as server:
+        yield server
+
+
+@pytest.fixture
+async def bucket(s3: CephS3) -> AsyncIterator[str]:
+    """A new, empty bucket on ``s3`` (a unique name); afterwards its multipart uploads are
+    aborted, its objects deleted and the bucket with them (the gateway started again first
+    if the test left it stopped)."""
+    name = f"asyncrec-test-{uuid.uuid4().hex[:16]}"
+    async with s3.client() as client:
+        await client.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        if not s3.gateway_running:
+            await s3.start_gateway()
+        async with s3.client() as client:
+            await delete_bucket(client, name)

@@ -18,7 +18,15 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOWEST = ROOT / "constraints-lowest.txt"
 #: The packages whose floors constraints-lowest.txt pins, and the extra that needs each.
-FLOORS = {"av": None, "aiortc": None, "numpy": None, "aiohttp": "server", "prometheus_client": "server", "rich": "cli"}
+FLOORS = {
+    "av": None,
+    "aiortc": None,
+    "numpy": None,
+    "aiohttp": "server",
+    "prometheus_client": "server",
+    "rich": "cli",
+    "aiobotocore": "s3",
+}
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -120,12 +128,14 @@ def test_license_file_is_bsd_3_clause() -> None:
 
 def test_library_needs_only_av_aiortc_numpy_and_the_extras_add_the_rest() -> None:
     assert set(requirements(None)) == {"av", "aiortc", "numpy"}
-    assert set(metadata.metadata("asyncrec").get_all("Provides-Extra", [])) >= {"server", "cli", "test", "docs", "dev"}
+    extras = set(metadata.metadata("asyncrec").get_all("Provides-Extra", []))
+    assert extras >= {"server", "s3", "cli", "test", "docs", "dev"}
     assert set(requirements("server")) == {"aiohttp", "prometheus_client"}
-    # The command line is all of the `asyncrec` command: `serve` included.
+    assert set(requirements("s3")) == {"aiobotocore"}
+    # The command line is all of the `asyncrec` command: `serve`, s3:// and `recover` included.
     cli = requirements("cli")
     assert "rich" in cli
-    assert cli["asyncrec"].extras == {"server"}
+    assert cli["asyncrec"].extras == {"server", "s3"}
     assert requirements("test")["asyncrec"].extras >= {"server", "cli"}
 
 

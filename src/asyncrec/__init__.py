@@ -31,7 +31,9 @@ from ._errors import (
     UnknownError,
 )
 from ._events import BlobEvent, Completion, ErrorEvent, Event
+from ._object_storage import ObjectSink
 from ._recorder import MediaRecorder
+from ._recover import Recovered, recover
 from ._repair import RepairResult, repair
 from ._segments import Segment, SegmentSink
 from ._sink import FileSink, Sink
@@ -77,9 +79,11 @@ __all__ = [
     "NotFoundError",
     "NotReadableError",
     "NotSupportedError",
+    "ObjectSink",
     "OverconstrainedError",
     "QuotaExceededError",
     "RecorderStatistics",
+    "Recovered",
     "RepairResult",
     "SampleTrack",
     "SecurityError",
@@ -99,6 +103,7 @@ __all__ = [
     "moving_pattern",
     "open_media",
     "record_sessions",
+    "recover",
     "repair",
     "sine_tone",
 ]

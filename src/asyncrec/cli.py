@@ -30,6 +30,7 @@ from ._formats import (
     check_type,
     parse_mime_type,
 )
+from ._object_storage import ObjectSink
 from ._recorder import MediaRecorder
 from ._repair import repair
 from ._sink import FileSink
@@ -118,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = _HelpFormatter
     parser = _Parser(prog="asyncrec", description="Record media with asyncrec.", formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"asyncrec {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve,repair}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{record,devices,serve,repair,recover}")
     record = commands.add_parser(
         "record", help="record to a file", description="Record to OUT.", formatter_class=formatter
     )
-    record.add_argument("out", metavar="OUT", help="output file; its extension chooses the container")
+    record.add_argument(
+        "out",
+        metavar="OUT",
+        help="output file, or object s3://BUCKET/KEY (uploaded as recorded); its extension chooses the container",
+    )
     record.add_argument(
         "--source",
         action="append",
@@ -289,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("input", metavar="IN", help="the damaged recording")
     repair.add_argument("output", metavar="OUT", help="the repaired file (replaced atomically)")
+    recover = commands.add_parser(
+        "recover",
+        help="complete recordings a dead recorder left in object storage",
+        description="Complete the uploads a dead recorder left at URL (s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ "
+        "for all under it) into finished, seekable objects, and say what could not be saved.",
+        formatter_class=formatter,
+    )
+    recover.add_argument("url", metavar="URL", help="s3://BUCKET/KEY, or s3://BUCKET/PREFIX/")
     return parser
 
 
@@ -300,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_devices(args.fake or None))
     if args.command == "repair":
         return _repair_main(args.input, args.output)
-    missing = _missing_extra(args.command)
+    missing = _missing_extra(args.command) or _missing_s3(args)
+    if missing is None and args.command == "recover":
+        return _recover_main(args.url)
     if missing is not None:
         print(f"asyncrec: error: {missing}", file=sys.stderr)
         return 1
@@ -341,8 +356,35 @@ def _repair_main(source: str, target: str) -> int:
     return 0
 
 
+def _recover_main(url: str) -> int:
+    from ._recover import recover
+
+    try:
+        results = asyncio.run(recover(url))
+    except ValueError as exc:
+        print(f"asyncrec: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the storage's refusal, in one line
+        from ._object_storage import _describe
+
+        print(f"asyncrec: error: {url}: {_describe(exc)}", file=sys.stderr)
+        return 1
+    if not results:
+        print(f"{url}: nothing to recover")
+    for result in results:
+        print(result.summary())
+    return 0
+
+
 #: What each command needs beyond the library, and the extra that brings it.
-_EXTRAS = {"serve": ("aiohttp", "server"), "record": ("rich", "cli")}
+_EXTRAS = {"serve": ("aiohttp", "server"), "record": ("rich", "cli"), "recover": ("aiobotocore", "s3")}
+
+
+def _missing_s3(args: argparse.Namespace) -> str | None:
+    """Why an ``s3://`` output cannot be used (aiobotocore is not installed), or None."""
+    if str(getattr(args, "out", "")).startswith("s3://") and importlib.util.find_spec("aiobotocore") is None:
+        return f"asyncrec {args.command} to s3:// needs aiobotocore: pip install 'asyncrec[s3]'"
+    return None
 
 
 def _missing_extra(command: str) -> str | None:
@@ -495,7 +537,7 @@ class _Status:
     """What the status line and the final summary show."""
 
     out: str
-    sink: FileSink
+    sink: FileSink | ObjectSink
     recorder: MediaRecorder
 
     def fields(self) -> dict[str, Any]:
@@ -586,7 +628,8 @@ async def _record(args: argparse.Namespace, mime: str) -> int:
             recorder.onerror = lambda event: failures.append(str(event.error))
             recorder.onstop = lambda event: stop.set()
             # A failing open or close raises SinkError, which main() reports in one line.
-            async with FileSink(args.out) as sink, recorder:
+            sink: FileSink | ObjectSink = ObjectSink(args.out) if args.out.startswith("s3://") else FileSink(args.out)
+            async with sink, recorder:
                 recorder.ondataavailable = sink.write
                 await recorder.start(args.timeslice)
                 deadline = None if args.duration is None else time.monotonic() + args.duration  # wall time
