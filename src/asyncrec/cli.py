@@ -14,6 +14,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -190,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, metavar="PORT", help="port to listen on")
-    serve.add_argument("--out", default="recordings", metavar="DIR", help="where recordings go")
+    serve.add_argument(
+        "--out",
+        default="recordings",
+        metavar="DIR",
+        help="where recordings go: a directory, or s3://BUCKET/PREFIX (uploaded while recorded)",
+    )
     serve.add_argument(
         "--mime",
         default="",
@@ -275,6 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bytes,
         metavar="SIZE",
         help="bytes the recordings may take, e.g. 500G; above it sessions end and new ones get 507 (default: no quota)",
+    )
+    serve.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="this server is worker ID behind a load balancer: its session URLs are /w/ID/whip/... and its "
+        "recordings' names carry ID (default: a lone server)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_positive(float),
+        default=60.0,
+        metavar="S",
+        help="on SIGTERM, refuse new sessions (503) and wait up to S seconds for running ones to end before "
+        "ending them (SIGINT ends them at once)",
     )
     serve.add_argument(
         "--log-level", choices=LEVELS, default="info", metavar="LEVEL", help=f"least level logged: {', '.join(LEVELS)}"
@@ -458,11 +478,17 @@ def _serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     from .whip._logs import configure as configure_logging
 
     configure_logging(args.log_level, args.log_format)
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as exc:
-        print(f"asyncrec: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    if args.out.startswith("s3://"):
+        if args.min_free is not None or args.max_disk is not None:
+            parser.error("--min-free and --max-disk bound a local disk: not for an s3:// --out")
+        if not args.out.removeprefix("s3://").partition("/")[0]:
+            parser.error(f"--out {args.out!r}: not s3://BUCKET[/PREFIX]")
+    else:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            print(f"asyncrec: error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     try:
         return asyncio.run(_serve(args))
     except OSError as exc:  # the address is taken, or not this machine's
@@ -672,21 +698,39 @@ async def _serve(args: argparse.Namespace) -> int:
         max_session_memory=args.max_session_memory,
         min_free=args.min_free,
         max_disk=args.max_disk,
+        worker_id=args.worker_id,
     )
     runner = web.AppRunner(app)
     await runner.setup()
-    stop = asyncio.Event()
-    with _stop_on_signals(stop):
-        try:
-            site = web.TCPSite(runner, args.host, args.port)
-            await site.start()
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            url = f"http://{host}:{args.port}/"
-            print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
-            await stop.wait()
-        finally:
-            # Ends every session: recordings are finalised before the process exits.
-            await runner.cleanup()
+    stop, drain = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, drain.set)
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{host}:{args.port}/"
+        print(f"asyncrec serve: {url} (WHIP endpoint {url}whip), recording to {args.out}", flush=True)
+        stopping = asyncio.ensure_future(stop.wait())
+        draining = asyncio.ensure_future(drain.wait())
+        await asyncio.wait([stopping, draining], return_when=asyncio.FIRST_COMPLETED)
+        if drain.is_set() and not stop.is_set():
+            # SIGTERM: refuse new sessions, let running ones end (a SIGINT cuts it short).
+            from .whip._server import ENDPOINT
+
+            endpoint = app[ENDPOINT]
+            logging.getLogger("asyncrec.whip").info("draining: %d sessions running", len(endpoint.sessions))
+            draining_done = asyncio.ensure_future(endpoint.drain(args.drain_timeout))
+            await asyncio.wait([stopping, draining_done], return_when=asyncio.FIRST_COMPLETED)
+            draining_done.cancel()
+        stopping.cancel()
+        draining.cancel()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+        # Ends every session left: recordings are finalised before the process exits.
+        await runner.cleanup()
     return 0
 
 

@@ -75,6 +75,8 @@ class WhipSession:
 
 #: The reason counted for a refused POST, by status.
 _REFUSALS = {401: "unauthorized", 503: "busy", 507: "storage", 400: "bad_offer"}
+#: The reason counted when a draining worker refuses a session (also a 503).
+DRAINING = "draining"
 
 SessionCallback = Callable[[WhipSession], Awaitable[None] | None]
 
@@ -205,6 +207,7 @@ class WhipEndpoint:
         allow_origins: Iterable[str] = (),
         admit: Callable[[], web.Response | None] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        location_prefix: str = "",
     ) -> None:
         """``token``: the bearer token every request but ``OPTIONS`` needs (visible ASCII,
         no spaces; ValueError otherwise), or None for none. ``allow_origins``: the origins
@@ -212,8 +215,11 @@ class WhipEndpoint:
         for any; none by default, which non-browser publishers and same-origin pages do
         not need. ``admit()``, if given, is asked before each new session: a response it
         returns (507 when the disk is full...) refuses the session. ``on_refused(reason)``
-        is told of every refused POST: ``unauthorized``, ``busy``, ``storage``,
-        ``bad_offer`` or ``bad_request``."""
+        is told of every refused POST: ``unauthorized``, ``busy``, ``draining``,
+        ``storage``, ``bad_offer`` or ``bad_request``. ``location_prefix`` goes before the
+        session's path in ``Location`` (``/w/2``: ``/w/2/whip/ID``), for a load balancer
+        that sends each worker's prefix to it (RFC 9725 lets the session URL name the
+        worker that holds the session)."""
         self._on_session = on_session
         self.path = path.rstrip("/")
         self.access = BearerToken(token)
@@ -228,6 +234,11 @@ class WhipEndpoint:
         hosts = list(ice_hosts) if ice_hosts is not None else ice_hosts_from_env()
         if hosts:
             use_ice_hosts(hosts)
+        self.location_prefix = location_prefix.rstrip("/")
+        #: New sessions are refused (503 with Retry-After): the worker is about to exit.
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.sessions: dict[str, WhipSession] = {}
         self._answering = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -242,6 +253,19 @@ class WhipEndpoint:
         app.router.add_route("OPTIONS", resource, self._options)
         app.on_response_prepare.append(self._add_cors_headers)
         app.on_shutdown.append(lambda _app: self.close())
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Refuse new sessions from now on (503 with ``Retry-After``, which a load
+        balancer takes as "try another worker"), and wait until the running ones end by
+        themselves, for at most ``grace`` seconds; those still running then end
+        ("shutdown") and their callbacks are awaited. Cancelling stops the wait; the
+        endpoint stays draining."""
+        self.draining = True
+        if self.sessions:
+            self._idle.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        await self.close()
 
     async def close(self) -> None:
         """End every session and wait for their callbacks and peer connections."""
@@ -308,14 +332,18 @@ class WhipEndpoint:
             return self._error(400, "the body is not UTF-8")
 
     async def _post(self, request: web.Request) -> web.Response:
+        draining = self.draining
         response = await self._answer_offer(request)
         if response.status >= 400 and self._on_refused is not None:
-            self._on_refused(_REFUSALS.get(response.status, "bad_request"))
+            reason = DRAINING if draining and response.status == 503 else _REFUSALS.get(response.status, "bad_request")
+            self._on_refused(reason)
         return response
 
     async def _answer_offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
+        if self.draining:
+            return self._error(503, "draining: this worker takes no new session", **{"Retry-After": "5"})
         if self._admit is not None and (refusal := self._admit()) is not None:
             return refusal
         if request.content_type != SDP:
@@ -363,7 +391,7 @@ class WhipEndpoint:
         session.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        location = f"{self.path}/{session_id}"
+        location = f"{self.location_prefix}{self.path}/{session_id}"
         headers = {"Location": location, "ETag": session.etag, "Accept-Patch": SDP_FRAG}
         return web.Response(status=201, text=pc.localDescription.sdp, content_type=SDP, headers=headers)
 
@@ -452,6 +480,8 @@ class WhipEndpoint:
                 track.stop()  # type: ignore[attr-defined]
             await close_peer_connection(session.pc)
             logger.info("session %s ended (%s)", session.id, session.end_reason)
+            if not self.sessions:
+                self._idle.set()
 
     def _reap(self, session: WhipSession) -> None:
         if session.pc.connectionState != "connected" and not session.closed:

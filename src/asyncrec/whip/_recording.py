@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .._formats import CONTAINERS, check_type, parse_mime_type
+from .._object_storage import ObjectSink, parse_url, s3_client
 from .._recorder import MediaRecorder
 from .._sink import FileSink
 from ._endpoint import WhipSession
@@ -50,11 +51,15 @@ def record_sessions(
     max_session_memory: int | None = MAX_SESSION_MEMORY,
     storage: StorageGuard | None = None,
     metrics: ServerMetrics | None = None,
+    worker_id: str | None = None,
 ) -> Callable[[WhipSession], Awaitable[None]]:
-    """A WhipEndpoint callback that records each session to ``directory``.
+    """A WhipEndpoint callback that records each session to ``directory``, or to objects
+    under ``s3://BUCKET/PREFIX`` (:class:`~asyncrec.ObjectSink`).
 
-    The file is ``<UTC time>-<session id><ext>`` (a safe name, in ``directory`` only),
-    written chunk by chunk as ``<name>.part`` and renamed when the recording is final:
+    The file is ``<UTC time>-[<worker_id>-]<session id><ext>`` (a safe name, in
+    ``directory`` only; with the worker's id, names from workers sharing a bucket never
+    collide), written chunk by chunk as ``<name>.part`` and renamed when the recording is
+    final (an object appears when its upload completes):
     on DELETE, when the peer disconnects or ICE fails, when its tracks end, after
     ``max_session_seconds``, or when ``storage`` says the disk is full. Video larger than
     ``max_video_size`` is scaled down. Each session is logged (start, codecs, resolution,
@@ -71,13 +76,24 @@ def record_sessions(
     check_type(mimeType)
     assert not mimeType or parse_mime_type(mimeType) is not None
     folder = os.fspath(directory)
+    to_objects = folder.startswith("s3://")
+    if to_objects:
+        parse_url(f"{folder.rstrip('/')}/name")  # ValueError now for a malformed URL
 
     async def record(session: WhipSession) -> None:
-        await asyncio.to_thread(os.makedirs, folder, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{stamp}-{session.id}{extension_for(mimeType)}"
-        final = os.path.join(folder, name)
-        partial = final + PARTIAL
+        worker = f"{worker_id}-" if worker_id else ""
+        name = f"{stamp}-{worker}{session.id}{extension_for(mimeType)}"
+        sink: FileSink | ObjectSink
+        if to_objects:
+            # An upload in progress is no object yet: no partial name needed.
+            final = partial = f"{folder.rstrip('/')}/{name}"
+            sink = ObjectSink(final)
+        else:
+            await asyncio.to_thread(os.makedirs, folder, exist_ok=True)
+            final = os.path.join(folder, name)
+            partial = final + PARTIAL
+            sink = FileSink(partial)
         recorder = MediaRecorder(session.stream, mimeType=mimeType, max_video_size=max_video_size)
         recorder.max_undelivered_bytes = MAX_UNWRITTEN
         facts = {"session": session.id, "remote": session.remote}
@@ -118,7 +134,7 @@ def record_sessions(
         if metrics is not None:
             metrics.session_started(session.id, recorder)
         reason = None
-        async with FileSink(partial) as sink, recorder:
+        async with sink, recorder:
             recorder.ondataavailable = sink.write
             recorder.start(timeslice)
             waits = {
@@ -142,7 +158,10 @@ def record_sessions(
             session._end(reason)
         stats = recorder.statistics()
         written = sink.bytes_written
-        if written:
+        if to_objects:
+            if not written:
+                await _delete_object(final)
+        elif written:
             await asyncio.to_thread(os.replace, partial, final)
         else:
             await asyncio.to_thread(os.remove, partial)
@@ -165,6 +184,13 @@ def record_sessions(
         )
 
     return record
+
+
+async def _delete_object(url: str) -> None:
+    """Remove the (empty) object of a session that recorded nothing."""
+    bucket, key = parse_url(url)
+    async with s3_client() as client:
+        await client.delete_object(Bucket=bucket, Key=key)
 
 
 def held_memory(recorder: MediaRecorder, watch: ReceiverWatch) -> tuple[int, int, int]:

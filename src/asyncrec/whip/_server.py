@@ -10,6 +10,7 @@ CORS preflights. A route added to the application later is private unless marked
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,8 @@ from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
 from ._library import Library
 from ._metrics import ServerMetrics
-from ._recording import MAX_PUBLISH_SIZE, MAX_SESSION_MEMORY, record_sessions
+from ._object_library import ObjectLibrary
+from ._recording import EXTENSIONS, MAX_PUBLISH_SIZE, MAX_SESSION_MEMORY, record_sessions
 from ._sessions import LiveSessions
 from ._storage import RETRY_AFTER, StorageGuard
 
@@ -30,6 +32,8 @@ PAGE = resources.files(__package__).joinpath("page.html")
 ENDPOINT = web.AppKey("endpoint", WhipEndpoint)
 #: The application's token check (the one access_middleware applies to every route).
 ACCESS = web.AppKey("access", BearerToken)
+#: What a worker id may be: it goes into URLs and object names.
+WORKER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def create_app(
@@ -48,6 +52,7 @@ def create_app(
     max_session_memory: int | None = MAX_SESSION_MEMORY,
     min_free: int | None = None,
     max_disk: int | None = None,
+    worker_id: str | None = None,
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
     ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
@@ -67,13 +72,25 @@ def create_app(
     The page at ``/`` reads ``/sessions`` (live sessions) and ``/recordings`` (with
     durations and ``/recordings/NAME/thumbnail``); ``DELETE /recordings/NAME`` removes one.
 
+    ``out_dir`` may be ``s3://BUCKET/PREFIX``: recordings are then uploaded as they are
+    recorded (:class:`~asyncrec.ObjectSink`), listed from the bucket and played through
+    presigned URLs. ``worker_id`` (letters, digits, ``-``, ``_``): this server is one of
+    several behind a load balancer; its session URLs are ``/w/WORKER_ID/whip/ID`` and its
+    recordings' names carry the id (see docs/scaling.md).
+
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
-    token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, or a
-    negative disk bound.
+    token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, a
+    negative disk bound, a disk bound with an ``s3://`` output, a malformed ``s3://`` URL
+    or worker id.
     """
-    folder = Path(out_dir).resolve()
+    to_objects = str(out_dir).startswith("s3://")
+    if worker_id is not None and not WORKER_ID.fullmatch(worker_id):
+        raise ValueError(f"a worker id is 1 to 32 letters, digits, '-' or '_', not {worker_id!r}")
+    if to_objects and (min_free is not None or max_disk is not None):
+        raise ValueError("--min-free and --max-disk bound a local disk: not for an s3:// output")
+    folder: Path | str = str(out_dir) if to_objects else Path(out_dir).resolve()
     metrics = ServerMetrics()
-    storage = StorageGuard(folder, min_free=min_free, max_bytes=max_disk)
+    storage = StorageGuard(Path(".") if to_objects else Path(folder), min_free=min_free, max_bytes=max_disk)
 
     def admit() -> web.Response | None:
         if storage.full is None:
@@ -93,6 +110,7 @@ def create_app(
             max_session_memory=max_session_memory,
             storage=storage if storage.enabled else None,
             metrics=metrics,
+            worker_id=worker_id,
         ),
         admit=admit,
         on_refused=metrics.refuse,
@@ -101,6 +119,7 @@ def create_app(
         ice_hosts=ice_hosts,
         connect_timeout=connect_timeout,
         allow_origins=allow_origins,
+        location_prefix=f"/w/{worker_id}" if worker_id else "",
     )
     access = endpoint.access
 
@@ -124,7 +143,12 @@ def create_app(
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
-    library = Library(folder)
+    library: Library | ObjectLibrary
+    if isinstance(folder, str):
+        bucket, _, prefix = folder.removeprefix("s3://").partition("/")
+        library = ObjectLibrary(bucket, prefix, set(EXTENSIONS.values()))
+    else:
+        library = Library(folder)
     live = LiveSessions(metrics, endpoint)
 
     async def sessions(request: web.Request) -> web.Response:
@@ -148,6 +172,12 @@ def create_app(
 
     @signed_urls
     async def recording(request: web.Request) -> web.StreamResponse:
+        if isinstance(library, ObjectLibrary):
+            # The storage serves the bytes (ranges included) through a presigned URL.
+            url = await library.url(request.match_info["name"])
+            if url is None:
+                raise web.HTTPNotFound(text="no such recording\n")
+            raise web.HTTPTemporaryRedirect(url)
         path = await library.file(request.match_info["name"])
         if path is None:
             raise web.HTTPNotFound(text="no such recording\n")
@@ -178,9 +208,9 @@ def create_app(
 
     @public
     async def health(request: web.Request) -> web.Response:
-        status = "ok" if storage.full is None else "storage full"
+        status = "draining" if endpoint.draining else "ok" if storage.full is None else "storage full"
         body = {"status": status, "sessions": len(endpoint.sessions)}
-        return web.json_response(body, status=200 if storage.full is None else 503)
+        return web.json_response(body, status=200 if status == "ok" else 503)
 
     async def start_storage(_app: web.Application) -> None:
         await storage.start()
