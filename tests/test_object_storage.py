@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from asyncrec import MediaRecorder, ObjectSink, SinkError, recover
+from asyncrec import MediaRecorder, ObjectSegmentSink, ObjectSink, SinkError, recover
 from asyncrec._object_storage import MIN_PART_SIZE, TAIL_SUFFIX, parse_url, s3_client
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
@@ -233,3 +233,29 @@ async def test_the_command_line_records_to_an_object_and_recovers(s3: Any, bucke
     code, _, err = await run_cli(s3, "recover", "http://x/y")
     assert code == 2
     assert "s3://" in err
+
+
+# -- segments as objects ---------------------------------------------------------------------------
+
+
+async def test_segments_go_up_as_separate_objects_that_each_play(bucket: str, tmp_path: Path) -> None:
+    recorder = MediaRecorder(make_stream(duration=3.0), mimeType="video/webm;codecs=vp8,opus", independent_chunks=True)
+    log = EventLog(recorder)
+    uploaded: list[str] = []
+    template = f"s3://{bucket}/seg/{{index:03d}}.webm"
+    async with ObjectSegmentSink(template, max_duration=1.0, on_segment=lambda s: uploaded.append(s.path)) as sink:
+        recorder.ondataavailable = sink.write
+        recorder.start(500)
+        await log.wait_stopped()
+    assert uploaded == [template.format(index=n) for n in range(len(uploaded))]
+    assert len(uploaded) >= 3
+    assert await keys(bucket) == [f"seg/{n:03d}.webm" for n in range(len(uploaded))]
+    for n, segment in enumerate(sink.segments):
+        data, answer = await get(bucket, f"seg/{n:03d}.webm")
+        assert answer["ContentType"] == "video/webm"
+        path = save(tmp_path, f"{n}.webm", data)
+        assert ffmpeg_decode_errors(path) == ""
+        assert has_cues(path)  # each one seekable on its own
+        assert ffprobe_duration(path) == pytest.approx(segment.duration / 1000, abs=0.05)
+    last = sink.segments[-1]
+    assert last.start + last.duration == pytest.approx(3000, abs=100)  # the whole recording

@@ -31,6 +31,7 @@ from ._errors import (
     UnknownError,
 )
 from ._events import BlobEvent, Completion, ErrorEvent, Event
+from ._object_segments import ObjectSegmentSink
 from ._object_storage import ObjectSink
 from ._recorder import MediaRecorder
 from ._recover import Recovered, recover
@@ -79,6 +80,7 @@ __all__ = [
     "NotFoundError",
     "NotReadableError",
     "NotSupportedError",
+    "ObjectSegmentSink",
     "ObjectSink",
     "OverconstrainedError",
     "QuotaExceededError",
