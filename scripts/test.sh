@@ -18,6 +18,10 @@ gstreamer1.0-plugins-ugly gstreamer1.0-nice iproute2 util-linux"
 # OSD): a real S3 server for the object storage tests (tests/s3_server.py). Installed
 # without recommends: with them Ceph pulls in hundreds of packages it does not need here.
 CEPH_PACKAGES="ceph-mon ceph-osd radosgw ceph-common"
+# nginx, the load balancer of deploy/nginx.conf, in front of test workers
+# (tests/load_balancer.py). Debian's "nginx" is the binary with the proxy module built in
+# (nginx-light and nginx-core only add modules to it); without recommends, like Ceph.
+NGINX_PACKAGES="nginx"
 missing() {
     for package in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -29,7 +33,9 @@ missing() {
 MISSING=$(missing $PACKAGES)
 # shellcheck disable=SC2086
 MISSING_CEPH=$(missing $CEPH_PACKAGES)
-if [ -n "$MISSING$MISSING_CEPH" ]; then
+# shellcheck disable=SC2086
+MISSING_NGINX=$(missing $NGINX_PACKAGES)
+if [ -n "$MISSING$MISSING_CEPH$MISSING_NGINX" ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     if [ -n "$MISSING" ]; then
@@ -39,6 +45,15 @@ if [ -n "$MISSING$MISSING_CEPH" ]; then
     if [ -n "$MISSING_CEPH" ]; then
         # shellcheck disable=SC2086
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $MISSING_CEPH >/dev/null
+    fi
+    if [ -n "$MISSING_NGINX" ]; then
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $MISSING_NGINX >/dev/null
+        # Where invoke-rc.d may start services, the package starts a system nginx on port 80.
+        # The tests run their own (their configuration, their ports): stop that one.
+        if [ -s /run/nginx.pid ] && $SUDO kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+            $SUDO nginx -s stop
+        fi
     fi
 fi
 python3 -m venv .venv

@@ -247,10 +247,15 @@ class WhipEndpoint:
         """Add the endpoint's routes, and its shutdown, to ``app``."""
         app.router.add_post(self.path, self._post)
         app.router.add_route("OPTIONS", self.path, self._options)
-        resource = f"{self.path}/{{session_id}}"
-        app.router.add_delete(resource, self._delete)
-        app.router.add_patch(resource, self._patch)
-        app.router.add_route("OPTIONS", resource, self._options)
+        resources = [f"{self.path}/{{session_id}}"]
+        if self.location_prefix:
+            # The URL in Location works straight to this worker too, not only through a
+            # load balancer that strips the prefix.
+            resources.append(f"{self.location_prefix}{self.path}/{{session_id}}")
+        for resource in resources:
+            app.router.add_delete(resource, self._delete)
+            app.router.add_patch(resource, self._patch)
+            app.router.add_route("OPTIONS", resource, self._options)
         app.on_response_prepare.append(self._add_cors_headers)
         app.on_shutdown.append(lambda _app: self.close())
 
@@ -286,7 +291,10 @@ class WhipEndpoint:
         return self.access.unauthorized()
 
     def _owns(self, request: web.Request) -> bool:
-        return request.path == self.path or request.path.startswith(self.path + "/")
+        path = request.path
+        if self.location_prefix and path.startswith(self.location_prefix + "/"):
+            path = path.removeprefix(self.location_prefix)
+        return path == self.path or path.startswith(self.path + "/")
 
     async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         """CORS headers on every answer of the endpoint (errors too, so a page of an allowed
