@@ -1,0 +1,137 @@
+"""Three `asyncrec serve` workers behind a real nginx (deploy/nginx.conf.template), recording
+aiortc publishers to one bucket of a real Ceph radosgw: sessions spread over the workers,
+DELETE reaches the worker that holds the session, a worker killed with SIGKILL takes only
+its own sessions (recovered afterwards with `asyncrec recover`), a worker drained with
+SIGTERM refuses new publishers, finishes its running ones and exits. Every object is read
+back and checked with Debian's ffprobe/ffmpeg."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from asyncrec import recover
+from asyncrec._object_storage import TAIL_SUFFIX, s3_client
+from load_balancer import Nginx
+from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
+from whip_client import Publisher, serve_process
+
+TIMEOUT = 60.0
+WORKERS = ("01", "02", "03")
+RECORD_FOR = 4.0
+
+
+@pytest.fixture
+def s3_env(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+
+
+def worker_of(location: str) -> str:
+    path = URL(location).path
+    assert path.startswith("/w/"), location
+    return path.split("/")[2]
+
+
+async def objects(bucket: str) -> dict[str, bytes]:
+    found = {}
+    async with s3_client() as client:
+        listing = await client.list_objects_v2(Bucket=bucket)
+        for item in listing.get("Contents", []):
+            if item["Key"].endswith(TAIL_SUFFIX):
+                continue  # a dead recorder's tail: recover's, not a recording
+            answer = await client.get_object(Bucket=bucket, Key=item["Key"])
+            async with answer["Body"] as body:
+                found[item["Key"]] = await body.read()
+    return found
+
+
+async def wait_for_objects(bucket: str, count: int) -> dict[str, bytes]:
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while len(found := await objects(bucket)) < count:
+        assert asyncio.get_running_loop().time() < deadline, sorted(found)
+        await asyncio.sleep(0.5)  # objects appear when their uploads complete: polled
+    return found
+
+
+def check_recording(tmp_path: Path, key: str, data: bytes, at_least: float) -> None:
+    path = tmp_path / key.replace("/", "_")
+    path.write_bytes(data)
+    assert ffmpeg_decode_errors(path) == "", key
+    assert {s["codec_type"] for s in ffprobe_streams(path)} == {"video", "audio"}, key
+    assert ffprobe_duration(path) >= at_least, key
+    assert has_cues(path), key
+
+
+@pytest.mark.slow
+async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_workers_tail(
+    s3_env: None, bucket: str, tmp_path: Path, loopback_ice: None
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        workers = {}
+        for worker in WORKERS:
+            process = serve_process(
+                f"s3://{bucket}/rec",  # type: ignore[arg-type]
+                "--worker-id",
+                worker,
+                "--timeslice",
+                "200",
+                "--drain-timeout",
+                "30",
+                log=tmp_path / f"worker-{worker}.log",
+            )
+            workers[worker] = await stack.enter_async_context(process)
+        lb = await stack.enter_async_context(
+            Nginx([(worker, "127.0.0.1", URL(server.url).port or 0) for worker, server in workers.items()])
+        )
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        publishers = [await stack.enter_async_context(Publisher()) for _ in range(6)]
+        for publisher in publishers:
+            await publisher.publish(http, f"{lb.url.rstrip('/')}/whip")
+        for publisher in publishers:
+            await publisher.wait_connected()
+        held = {publisher: worker_of(publisher.location or "") for publisher in publishers}
+        assert Counter(held.values()) == dict.fromkeys(WORKERS, 2)  # round robin
+        await asyncio.sleep(RECORD_FOR)  # media to record: what is measured
+
+        # Worker 01 dies; worker 02 drains.
+        workers["01"].proc.send_signal(signal.SIGKILL)
+        await workers["01"].proc.wait()
+        workers["02"].proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)  # the signal is handled (no event to wait for from here)
+        async with Publisher() as late:
+            await late.publish(http, f"{lb.url.rstrip('/')}/whip")
+            assert worker_of(late.location or "") == "03"  # past the dead and the draining one
+            await late.wait_connected()
+            await asyncio.sleep(1.0)
+            assert await late.delete(http) == 200
+        for publisher, worker in held.items():
+            if worker != "01":
+                assert await publisher.delete(http) == 200  # reached the worker holding it
+        assert await asyncio.wait_for(workers["02"].proc.wait(), TIMEOUT) == 0  # drained, then exited
+
+    # 02's two, 03's two and the late one are finished objects.
+    finished = await wait_for_objects(bucket, 5)
+    assert Counter(key.split("-")[1] for key in finished) == {"02": 2, "03": 3}
+    for key, data in finished.items():
+        check_recording(tmp_path, key, data, at_least=0.8)  # the late one: about 1 s
+    # 01's two were abandoned uploads: recover completes them, losing at most the tail.
+    results = await recover(f"s3://{bucket}/rec/")
+    assert len(results) == 2
+    assert all("-01-" in result.url for result in results)
+    assert all(result.finished and result.problems == [] for result in results), [r.summary() for r in results]
+    recovered = {key: data for key, data in (await objects(bucket)).items() if "-01-" in key}
+    assert len(recovered) == 2
+    for key, data in recovered.items():
+        # The tail goes up every 2 s, chunks every 0.2 s; the first chunk came after the start.
+        check_recording(tmp_path, key, data, at_least=RECORD_FOR - 2.0 - 0.2 - 1.0)
+    print(f"recovered: {[r.summary() for r in results]}", file=sys.stderr)
