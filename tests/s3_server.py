@@ -104,6 +104,9 @@ auth client required = none
 ms mon client mode = crc secure
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
 rgw data = {d}/rgw
+# Bucket quotas checked against fresh statistics (by default cached for 10 minutes).
+rgw bucket quota ttl = 0
+rgw user quota bucket sync interval = 0
 """
 
 
@@ -303,6 +306,13 @@ class CephS3:
             f"--access-key={self.access_key}",
             f"--secret={self.secret_key}",
         )
+
+    def set_bucket_quota(self, bucket: str, max_bytes: int) -> None:
+        """Limit ``bucket`` to ``max_bytes`` (radosgw answers ``QuotaExceeded`` past it).
+        Blocking: from async code, call it with ``asyncio.to_thread``."""
+        self._run("radosgw-admin", "-n", RGW, "quota", "set", "--quota-scope=bucket", f"--bucket={bucket}",
+                  f"--max-size={max_bytes}")  # fmt: skip
+        self._run("radosgw-admin", "-n", RGW, "quota", "enable", "--quota-scope=bucket", f"--bucket={bucket}")
 
     def _start_gateway(self) -> None:
         if self.gateway_running:

@@ -259,3 +259,15 @@ async def test_segments_go_up_as_separate_objects_that_each_play(bucket: str, tm
         assert ffprobe_duration(path) == pytest.approx(segment.duration / 1000, abs=0.05)
     last = sink.segments[-1]
     assert last.start + last.duration == pytest.approx(3000, abs=100)  # the whole recording
+
+
+async def test_a_full_bucket_is_a_clear_error_and_what_fitted_is_recoverable(s3: Any, bucket: str) -> None:
+    await asyncio.to_thread(s3.set_bucket_quota, bucket, 6 * 1024 * 1024)
+    url = f"s3://{bucket}/full.bin"
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, retry_for=5)
+    with pytest.raises(SinkError, match="QuotaExceeded") as raised:  # noqa: PT012 - the write or the close meets it
+        for chunk in chunks(3 * MIN_PART_SIZE, 256 * 1024, seed=4):
+            await sink.write(chunk)
+        await sink.aclose()
+    assert "recover" in str(raised.value)
+    assert sink.bytes_uploaded == MIN_PART_SIZE  # the first part fitted
