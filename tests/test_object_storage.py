@@ -16,7 +16,18 @@ from typing import Any
 
 import pytest
 
-from asyncrec import MediaRecorder, ObjectSegmentSink, ObjectSink, SinkError, recover
+from asyncrec import (
+    FrameTrack,
+    MediaRecorder,
+    MediaStream,
+    ObjectSegmentSink,
+    ObjectSink,
+    SampleTrack,
+    SinkError,
+    moving_pattern,
+    recover,
+    sine_tone,
+)
 from asyncrec._object_storage import MIN_PART_SIZE, TAIL_SUFFIX, parse_url, s3_client
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
@@ -271,3 +282,31 @@ async def test_a_full_bucket_is_a_clear_error_and_what_fitted_is_recoverable(s3:
         await sink.aclose()
     assert "recover" in str(raised.value)
     assert sink.bytes_uploaded == MIN_PART_SIZE  # the first part fitted
+
+
+async def test_a_storage_restarted_mid_recording_loses_nothing(s3: Any, bucket: str, tmp_path: Path) -> None:
+    stream = MediaStream(
+        [FrameTrack(moving_pattern(320, 240), fps=30, realtime=True), SampleTrack(sine_tone(440), realtime=True)]
+    )
+    recorder = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus", videoBitsPerSecond=12_000_000)
+    log = EventLog(recorder)
+    async with ObjectSink(f"s3://{bucket}/outage.webm", part_size=MIN_PART_SIZE) as sink:
+        recorder.ondataavailable = sink.write
+        recorder.start(200)
+        await asyncio.sleep(2.0)  # media recorded before the outage
+        await s3.stop_gateway()
+        await asyncio.sleep(3.0)  # the outage
+        await s3.start_gateway()
+        await asyncio.sleep(1.0)
+        recorder.stop()
+        await log.wait_stopped()
+    assert "error" not in log.types
+    stats = recorder.statistics()
+    audio = next(t for t in stats.tracks if t.kind == "audio")
+    assert audio.frames_encoded == audio.frames_in
+    data, _ = await get(bucket, "outage.webm")
+    path = save(tmp_path, "outage.webm", data)
+    assert ffmpeg_decode_errors(path) == ""
+    assert ffprobe_duration(path) == pytest.approx(stats.recorded_time, abs=0.3)
+    assert ffprobe_duration(path) > 5.5
+    assert has_cues(path)
