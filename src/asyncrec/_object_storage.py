@@ -294,8 +294,15 @@ class ObjectSink:
                     await self._tail_task
             if self._error is not None:
                 raise self._error
+            finished = False
             if self._spool is not None:
-                await self._spool.aclose()  # finishes the local copy: remuxed, seekable
+                try:
+                    await self._spool.aclose()  # finishes the local copy: remuxed, seekable
+                    finished = True
+                except SinkError as exc:
+                    logger.warning("%s: the local copy cannot be finished (%s): uploaded as streamed", self.url, exc)
+            if finished:
+                assert self._spool is not None
                 await self._upload_file(self._spool.path)
                 await self._abort(self._upload.upload_id)
             else:
