@@ -23,6 +23,7 @@ from asyncrec import recover
 from asyncrec._object_storage import TAIL_SUFFIX, s3_client
 from load_balancer import Nginx
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
+from test_browser import CHROMIUM_ARGS, chromium  # noqa: F401 - the fixture, requested by name below
 from whip_client import Publisher, serve_process
 
 TIMEOUT = 60.0
@@ -135,3 +136,67 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
         # The tail goes up every 2 s, chunks every 0.2 s; the first chunk came after the start.
         check_recording(tmp_path, key, data, at_least=RECORD_FOR - 2.0 - 0.2 - 1.0)
     print(f"recovered: {[r.summary() for r in results]}", file=sys.stderr)
+
+
+WAIT_MS = 30_000
+
+
+@pytest.mark.slow
+async def test_chromium_publishes_through_nginx_from_a_workers_page(
+    s3_env: None,
+    bucket: str,
+    tmp_path: Path,
+    chromium: str,  # noqa: F811 - the fixture
+) -> None:
+    """The operator's page of worker 02, through the load balancer (/w/02/): a real browser
+    publishes, sees its live session, stops (the DELETE reaches worker 02 through nginx),
+    then plays the recording from the bucket (a presigned URL)."""
+    from playwright.async_api import async_playwright
+
+    async with contextlib.AsyncExitStack() as stack:
+        workers = {}
+        for worker in ("01", "02"):
+            process = serve_process(
+                f"s3://{bucket}/rec",  # type: ignore[arg-type]
+                "--worker-id",
+                worker,
+                "--timeslice",
+                "200",
+                log=tmp_path / f"worker-{worker}.log",
+            )
+            workers[worker] = await stack.enter_async_context(process)
+        lb = await stack.enter_async_context(
+            Nginx([(worker, "127.0.0.1", URL(server.url).port or 0) for worker, server in workers.items()])
+        )
+        playwright = await stack.enter_async_context(async_playwright())
+        args = [*CHROMIUM_ARGS, "--allow-loopback-in-peer-connection"]
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=args)
+        stack.push_async_callback(browser.close)
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(f"{lb.url.rstrip('/')}/w/02/")
+        await page.click("#start")
+        await page.wait_for_function("document.getElementById('state').textContent === 'connected'", timeout=WAIT_MS)
+        # Its live session, read from worker 02 through /w/02/sessions.
+        await page.wait_for_function(
+            "(() => { const r = document.querySelector('#sessions tr[data-session]');"
+            " return r && Number(r.dataset.seconds) > 2; })()",
+            timeout=WAIT_MS,
+        )
+        await page.click("#stop")
+        await page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=WAIT_MS)
+        recording = "#recordings tr[data-name]"
+        await page.wait_for_selector(recording, timeout=WAIT_MS)
+        name = await page.get_attribute(recording, "data-name")
+        assert name is not None
+        assert "-02-" in name  # recorded by the worker whose page it is
+        await page.click(f"{recording} button.play")
+        await page.wait_for_function(
+            "(() => { const v = document.getElementById('playback');"
+            " return v && v.readyState >= 2 && Number.isFinite(v.duration) && v.duration > 1; })()",
+            timeout=WAIT_MS,
+        )
+        assert errors == []
+    data = (await objects(bucket))[f"rec/{name}"]
+    check_recording(tmp_path, f"rec/{name}", data, at_least=2.0)
