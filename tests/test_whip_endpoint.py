@@ -545,3 +545,31 @@ async def test_create_app_records_in_the_chosen_format_and_lists_it_when_finishe
         assert response.status == 200
         assert await response.read() == path.read_bytes()
     check_recording(path, video=video, audio=audio, size=(320, 240), duration=DURATION)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded", "expected"),
+    [
+        (["127.0.0.1"], "198.51.100.4, 203.0.113.7", "203.0.113.7"),  # the address the proxy saw
+        ([], "203.0.113.7", "127.0.0.1"),  # not a trusted proxy: the header is ignored
+        (["127.0.0.1"], "not-an-address", "127.0.0.1"),
+        (["127.0.0.1"], "", "127.0.0.1"),
+    ],
+)
+async def test_a_trusted_proxy_names_the_publisher(
+    trusted: list[str], forwarded: str, expected: str, loopback_ice: None
+) -> None:
+    sessions: list[WhipSession] = []
+    endpoint = WhipEndpoint(sessions.append, trusted_proxies=trusted)
+    app = web.Application()
+    endpoint.add_routes(app)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http, Publisher() as publisher:
+            headers = {"Content-Type": SDP, "X-Forwarded-For": forwarded}
+            async with http.post(server.make_url("/whip"), data=await publisher.offer(), headers=headers) as response:
+                assert response.status == 201
+        assert [session.remote for session in sessions] == [expected]
+    finally:
+        await server.close()

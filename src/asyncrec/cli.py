@@ -70,6 +70,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
 def _video_size(text: str) -> tuple[int, int]:
     width, sep, height = text.lower().partition("x")
     if not sep or not width.isdigit() or not height.isdigit() or int(width) < 2 or int(height) < 2:
@@ -287,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="this server is worker ID behind a load balancer: its session URLs are /w/ID/whip/... and its "
         "recordings' names carry ID (default: a lone server)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        type=_address,
+        metavar="ADDR",
+        help="a load balancer's address: its X-Forwarded-For names the publisher in logs and /sessions; "
+        "repeatable (default: none, the connection's own address)",
     )
     serve.add_argument(
         "--drain-timeout",
@@ -699,6 +714,7 @@ async def _serve(args: argparse.Namespace) -> int:
         min_free=args.min_free,
         max_disk=args.max_disk,
         worker_id=args.worker_id,
+        trusted_proxies=args.trusted_proxy or (),
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -208,6 +208,7 @@ class WhipEndpoint:
         admit: Callable[[], web.Response | None] | None = None,
         on_refused: Callable[[str], None] | None = None,
         location_prefix: str = "",
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         """``token``: the bearer token every request but ``OPTIONS`` needs (visible ASCII,
         no spaces; ValueError otherwise), or None for none. ``allow_origins``: the origins
@@ -219,7 +220,9 @@ class WhipEndpoint:
         ``storage``, ``bad_offer`` or ``bad_request``. ``location_prefix`` goes before the
         session's path in ``Location`` (``/w/2``: ``/w/2/whip/ID``), for a load balancer
         that sends each worker's prefix to it (RFC 9725 lets the session URL name the
-        worker that holds the session)."""
+        worker that holds the session). ``trusted_proxies``: addresses of load balancers
+        whose ``X-Forwarded-For`` names the publisher (its last entry, the address the
+        proxy saw); anyone else's is ignored."""
         self._on_session = on_session
         self.path = path.rstrip("/")
         self.access = BearerToken(token)
@@ -235,6 +238,7 @@ class WhipEndpoint:
         if hosts:
             use_ice_hosts(hosts)
         self.location_prefix = location_prefix.rstrip("/")
+        self.trusted_proxies = frozenset(str(ipaddress.ip_address(address)) for address in trusted_proxies)
         #: New sessions are refused (503 with Retry-After): the worker is about to exit.
         self.draining = False
         self._idle = asyncio.Event()
@@ -392,7 +396,7 @@ class WhipEndpoint:
                     track.stop()  # type: ignore[attr-defined]
                 await close_peer_connection(pc)
         session = WhipSession(session_id, pc, stream)
-        session.remote = request.remote
+        session.remote = self._publisher(request)
         self.sessions[session_id] = session
         pc.on("connectionstatechange", lambda: self._on_state(session))
         task = asyncio.get_running_loop().create_task(self._run(session), name=f"whip-{session_id}")
@@ -490,6 +494,15 @@ class WhipEndpoint:
             logger.info("session %s ended (%s)", session.id, session.end_reason)
             if not self.sessions:
                 self._idle.set()
+
+    def _publisher(self, request: web.Request) -> str | None:
+        """The publisher's address: the peer's, or what a trusted proxy says it saw."""
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if request.remote in self.trusted_proxies and forwarded:
+            last = forwarded.split(",")[-1].strip()
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(last))
+        return request.remote
 
     def _reap(self, session: WhipSession) -> None:
         if session.pc.connectionState != "connected" and not session.closed:

@@ -53,6 +53,7 @@ def create_app(
     min_free: int | None = None,
     max_disk: int | None = None,
     worker_id: str | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
     ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
@@ -76,7 +77,8 @@ def create_app(
     recorded (:class:`~asyncrec.ObjectSink`), listed from the bucket and played through
     presigned URLs. ``worker_id`` (letters, digits, ``-``, ``_``): this server is one of
     several behind a load balancer; its session URLs are ``/w/WORKER_ID/whip/ID`` and its
-    recordings' names carry the id (see docs/scaling.md).
+    recordings' names carry the id (see docs/scaling.md); ``trusted_proxies``: the load
+    balancers whose ``X-Forwarded-For`` gives the publisher's address.
 
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
     token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, a
@@ -120,6 +122,7 @@ def create_app(
         connect_timeout=connect_timeout,
         allow_origins=allow_origins,
         location_prefix=f"/w/{worker_id}" if worker_id else "",
+        trusted_proxies=trusted_proxies,
     )
     access = endpoint.access
 
