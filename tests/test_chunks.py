@@ -7,9 +7,10 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from asyncrec import BlobEvent, MediaRecorder
+from asyncrec import BlobEvent, FrameTrack, MediaRecorder, MediaStream, SampleTrack, sine_tone
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_video
 
@@ -109,3 +110,21 @@ async def test_wallclock_aligns_two_recordings_of_one_live_stream() -> None:
         assert zeros[0] == pytest.approx(when, abs=0.15)
         origins.append(zeros[0])
     assert origins[1] - origins[0] == pytest.approx(started[1] - started[0], abs=0.07)
+
+
+async def test_a_live_recording_never_doubles_its_timeslice() -> None:
+    # A cluster can start on an audio packet and end a few ms short of the timeslice; the
+    # wall-clock deadline then passes while the muxer still holds the next cluster. The
+    # chunk is cut as soon as the muxer writes, not a whole timeslice later.
+    rng = np.random.default_rng(1)
+    pictures = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(10)]  # camera-like work
+    video = FrameTrack(lambda index, _t: pictures[index % len(pictures)], fps=30, duration=4.0)
+    stream = MediaStream([video, SampleTrack(sine_tone(440), duration=4.0)])
+    recorder = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus")
+    log = EventLog(recorder)
+    recorder.start(100)
+    await log.wait_stopped()
+    chunks = [e for e in log.events if e.type == "dataavailable"]
+    assert len(chunks) >= 30
+    durations = [chunk.duration for chunk in chunks[1:-1]]  # the header's and the final one aside
+    assert max(durations) < 160, durations

@@ -109,6 +109,9 @@ class ChunkCutter:
         self._written_until = 0.0  # ms: the media the sink's bytes cover
         self._media_end = 0.0  # ms: where the media muxed so far ends
         self._wall_deadline: float | None = None
+        # The wall-clock deadline passed while the muxer still held its cluster: the chunk
+        # is cut as soon as the muxer writes (not a whole timeslice later).
+        self._overdue = False
         self.chunks: list[Chunk] = []
 
     # -- what happened ----------------------------------------------------------------------
@@ -127,6 +130,7 @@ class ChunkCutter:
             return
         if not realtime:
             self._wall_deadline = None
+            self._overdue = False
         elif self._wall_deadline is None:
             self._wall_deadline = now + self._timeslice
 
@@ -140,7 +144,9 @@ class ChunkCutter:
             self._written_until = max(self._written_until, at_ms)
             if self.independent:
                 return  # the worker cuts where a new file can start
-            if self._timeslice is not None and self._written_until - self._chunk_start >= self._timeslice * 1000:
+            if self._timeslice is not None and (
+                self._overdue or self._written_until - self._chunk_start >= self._timeslice * 1000
+            ):
                 self.cut()
         if self._requests.ids and self.sink.total > self._requests.mark:
             self._answer_requests()
@@ -199,6 +205,7 @@ class ChunkCutter:
             else:
                 assert self._timeslice is not None
                 self._wall_deadline = now + self._timeslice
+                self._overdue = True
 
     # -- cutting ----------------------------------------------------------------------------
     def cut(self, *, request: int | None = None, final: bool = False) -> None:
@@ -213,6 +220,7 @@ class ChunkCutter:
         self.chunks.append(chunk)
         if data:
             self._chunk_start = self._written_until
+            self._overdue = False
         if self._wall_deadline is not None and self._timeslice is not None:
             self._wall_deadline = time.monotonic() + self._timeslice
 
