@@ -50,7 +50,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against a plain PyAV loop and aiortc's recorder, measured in one run."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/throughput.py", *session.posargs)
-    session.run("python", "benchmarks/codec_throughput.py", *session.posargs)
-    session.run("python", "benchmarks/loop_lag.py", *session.posargs)
+    # The server extra: session_memory.py runs `asyncrec serve`. `nox -s bench -- --quick`
+    # is the smoke test.
+    session.install("-e", ".[server]")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -86,11 +86,11 @@ def picture_size(array: PictureArray, pixel_format: str) -> tuple[int, int]:
 
 def check_worker_literals() -> None:
     """Exit if asyncrec's container setup (``_container._add_video`` and
-    ``_container.open_container``, run on the worker thread) no longer has the settings this
+    ``_container._open_muxer``, run on the worker thread) no longer has the settings this
     module copies as literals."""
     for function, literal in (
         (_container._add_video, f"else {GOP_SIZE}"),
-        (_container.open_container, f'"{MP4_MOVFLAGS}"'),
+        (_container._open_muxer, f'"{MP4_MOVFLAGS}"'),
     ):
         if literal not in inspect.getsource(function):
             raise SystemExit(

@@ -1,0 +1,614 @@
+"""Capacity: how many live 480p30 VP8 + Opus recordings one process holds at once.
+
+For N = 1, 2, 3, 4, 6, 8, 12... (about x1.5 a step, then one at a time from 3/4 of the raw
+limit on), N recordings run together for ``--seconds``, each on its own live source: an
+asyncrec ``FrameTrack`` (``realtime=True``, 640x480 at 30 fps) handing out camera-like
+pictures (``_common.picture_pool``: a moving pattern with sensor grain, so the encoder works
+as hard as on camera video; a clean pattern costs it almost nothing) and a ``SampleTrack``
+(a 440 Hz tone, 20 ms frames). Two ladders, alternating at each N in the same run:
+
+* ``asyncrec``: asyncrec's MediaRecorder (``video/webm;codecs=vp8,opus``, timeslice 1000 ms),
+  a ``dataavailable`` handler counting the bytes; every recording encodes on its own thread;
+* ``aiortc``: ``aiortc.contrib.media.MediaRecorder`` writing a WebM file in a temporary
+  directory (it encodes on the event loop, with libvpx's defaults), the tracks wrapped to
+  count the frames it takes (it encodes each as soon as it has taken it) and to let the loop
+  run once per frame, as asyncrec's fan-out does (see :class:`CountingTrack`).
+
+A recording keeps up when, at the end of the window, the media it has encoded (its slower
+track: video frames / 30, audio frames x 20 ms) is within ``TOLERANCE`` (0.5 s) of the wall
+time since its ``start()``, asyncrec dropped none of its video frames (``frames_dropped``,
+counted until it stopped; asyncrec drops real-time video that waited 0.5 s for the encoder),
+and the event loop's p99 lag (a 10 ms ticker) stayed under 0.5 s too (a loop held that long
+cannot serve live sources). A ladder ends at the first N where any recording falls behind;
+its capacity is the largest N where all kept up.
+
+The raw limit is what the encoders alone allow on this box: a plain single-thread PyAV loop
+(``_common.run_plain_pyav``, asyncrec's own VP8 settings, ``from_ndarray`` + encode + mux)
+encodes the same 640x480 pictures as fast as it can, and a plain loop encodes asyncrec's Opus
+(128 kb/s VBR, mono 20 ms frames); one core's cost of a second of recording is
+``30 / video fps + Opus seconds per second``, and the raw limit is ``cores / that cost``
+(one thread's fps x cores / 30). It is measured before the ladders and again after them
+(the mean is used; both printed, so drift shows).
+
+Exits 1 if asyncrec lost an audio frame in any step (audio frames in != encoded at stop:
+audio must never be dropped, even when video falls behind) or reported an error.
+
+    python benchmarks/capacity.py                   # 10 s per step, N up to 2x the raw limit
+    python benchmarks/capacity.py --seconds 20 --max-n 24
+    python benchmarks/capacity.py --quick           # smoke test: N up to 2, 3 s steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from aiortc.contrib.media import MediaRecorder as AiortcRecorder
+from aiortc.mediastreams import MediaStreamTrack
+from av.audio.stream import AudioStream
+
+from _common import (
+    GOP_SIZE,
+    WriteOnlySink,
+    YuvArray,
+    container_options,
+    count_media,
+    machine_info,
+    percentile,
+    picture_pool,
+    print_table,
+    run_plain_pyav,
+)
+from asyncrec import BlobEvent, ErrorEvent, FrameTrack, MediaRecorder, MediaStream, SampleTrack, _container, sine_tone
+from asyncrec._audio import AUDIO_RATE, AUDIO_TIME_BASE
+from asyncrec._formats import CODECS, DEFAULT_AUDIO_BITS_PER_SECOND, DEFAULT_VIDEO_BITS_PER_SECOND
+
+WIDTH, HEIGHT = 640, 480
+FPS = 30
+MIME = "video/webm;codecs=vp8,opus"
+TIMESLICE_MS = 1000
+#: SampleTrack's default frame: 20 ms at 48 kHz.
+AUDIO_FRAME_SAMPLES = 960
+AUDIO_FRAME_SECONDS = AUDIO_FRAME_SAMPLES / AUDIO_RATE
+#: How far behind the wall clock a recording may be (s), and the loop's p99 lag may reach.
+TOLERANCE = 0.5
+TICK = 0.010
+#: From this fraction of the raw limit on, the ladder goes one recording at a time.
+NEAR_LIMIT = 0.75
+SIDES = ("asyncrec", "aiortc")
+
+
+class Ticker:
+    """Sleeps ``TICK`` in a loop and records how late each wake-up is (s)."""
+
+    def __init__(self) -> None:
+        self.lag: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def take(self) -> list[float]:
+        """The samples so far; later ones go to a new list."""
+        lag, self.lag = self.lag, []
+        return lag
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(TICK)
+            self.lag.append(time.perf_counter() - before - TICK)
+
+
+class CountingTrack(MediaStreamTrack):
+    """Hands on another track's frames and counts them (what aiortc's recorder has taken).
+
+    It lets the loop run once per frame, as asyncrec's fan-out does after each ``recv()``:
+    a real-time track whose frame is already due returns without suspending, so aiortc's
+    reader, once behind, would encode frame after frame without ever giving the loop back
+    (the ticker, the other recordings, the end of the window), for as long as it stays
+    behind, for ever if it never catches up. (A network track gives the loop back when its
+    queue runs dry, since packets only arrive while the loop runs.)
+    """
+
+    def __init__(self, inner: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = inner.kind
+        self._inner = inner
+        self.frames = 0
+
+    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+        # Before the frame is taken, so stop() cancelling this leaves no frame counted but not encoded.
+        await asyncio.sleep(0)
+        frame = await self._inner.recv()
+        self.frames += 1
+        return frame
+
+    def stop(self) -> None:
+        self._inner.stop()
+        super().stop()
+
+
+def live_tracks(pool: list[YuvArray]) -> tuple[FrameTrack, SampleTrack]:
+    """One recording's live source: 640x480@30 camera-like video and a tone, paced in real time."""
+    video = FrameTrack(lambda index, seconds: pool[index % len(pool)], fps=FPS, format="yuv420p", realtime=True)
+    audio = SampleTrack(sine_tone(440), realtime=True)
+    return video, audio
+
+
+class MachineCpu:
+    """The whole machine's busy share between two readings of ``/proc/stat`` (None elsewhere)."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        except OSError:
+            return None
+        values = [int(value) for value in fields]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    def busy(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[0] == self._start[0]:
+            return None
+        return 1 - (end[1] - self._start[1]) / (end[0] - self._start[0])
+
+
+@dataclass
+class Step:
+    """One N of one ladder."""
+
+    side: str
+    n: int
+    #: Wall seconds from the first ``start()`` to the end of the window.
+    window: float
+    #: Per recording: wall time since its start minus the media its slower track encoded (s).
+    behind: list[float]
+    lag: list[float]
+    #: This process's CPU seconds in the window.
+    cpu: float
+    #: The whole machine's busy share in the window (None: unknown).
+    machine: float | None
+    #: Video frames recorded, all recordings (asyncrec: encoded, at stop; aiortc: taken).
+    video_frames: int = 0
+    #: asyncrec, per recording: video frames dropped (counted until it stopped).
+    drops: list[int] = field(default_factory=list)
+    #: asyncrec: audio frames in minus audio frames encoded, at stop, all recordings (must be 0).
+    audio_lost: int = 0
+    #: asyncrec: worker seconds spent encoding and muxing, all recordings.
+    encoder_busy: float = 0.0
+    bytes_out: int = 0
+    errors: list[str] = field(default_factory=list)
+    #: aiortc: video frames decoded from its files (None: not decoded).
+    decoded: int | None = None
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.lag, 0.99)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops)
+
+    @property
+    def kept(self) -> int:
+        """Recordings that kept up with the wall clock and dropped no video frame."""
+        drops = self.drops or [0] * self.n
+        return sum(1 for behind, dropped in zip(self.behind, drops, strict=True) if behind <= TOLERANCE and not dropped)
+
+    @property
+    def kept_up(self) -> bool:
+        return self.kept == self.n and self.audio_lost == 0 and not self.errors and self.p99 <= TOLERANCE
+
+
+def _media(video_frames: int, audio_frames: int) -> float:
+    """Seconds of media of a recording's slower track."""
+    return min(video_frames / FPS, audio_frames * AUDIO_FRAME_SECONDS)
+
+
+async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+    ticker = Ticker()
+    ticker.start()
+    sources = [live_tracks(pool) for _ in range(n)]
+    recorders = [MediaRecorder(MediaStream(list(tracks)), mimeType=MIME) for tracks in sources]
+    sizes = [0] * n
+    errors: list[str] = []
+
+    def counter(index: int) -> Callable[[BlobEvent], None]:
+        def count(event: BlobEvent) -> None:
+            sizes[index] += len(event.data)
+
+        return count
+
+    def on_error(event: ErrorEvent) -> None:
+        errors.append(f"{event.error.name}: {event.error}")
+
+    for index, recorder in enumerate(recorders):
+        recorder.on("dataavailable", counter(index))
+        recorder.on("error", on_error)
+    machine = MachineCpu()
+    cpu = time.process_time()
+    started: list[float] = []
+    for recorder in recorders:
+        started.append(time.perf_counter())
+        recorder.start(TIMESLICE_MS)
+    await asyncio.sleep(seconds)
+    now = time.perf_counter()
+    behind = []
+    for recorder, start in zip(recorders, started, strict=True):
+        video, audio = recorder.statistics().tracks
+        behind.append(now - start - _media(video.frames_encoded, audio.frames_encoded))
+    step = Step(
+        "asyncrec", n, now - started[0], behind, ticker.take(), time.process_time() - cpu, machine.busy(), errors=errors
+    )
+
+    await asyncio.gather(*(recorder.stop() for recorder in recorders))
+    for recorder in recorders:
+        stats = recorder.statistics()
+        video, audio = stats.tracks
+        step.video_frames += video.frames_encoded
+        step.drops.append(video.frames_dropped)
+        step.audio_lost += audio.frames_in - audio.frames_encoded
+        step.encoder_busy += stats.encoder_busy_time
+        await recorder.aclose()
+    for tracks in sources:
+        for track in tracks:
+            track.stop()
+    step.bytes_out = sum(sizes)
+    await ticker.stop()
+    return step
+
+
+async def run_aiortc(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+    ticker = Ticker()
+    ticker.start()
+    sources = [tuple(CountingTrack(track) for track in live_tracks(pool)) for _ in range(n)]
+    recorders = []
+    for index, tracks in enumerate(sources):
+        recorder = AiortcRecorder(str(tmp / f"aiortc-{index}.webm"), format="webm")
+        for track in tracks:
+            recorder.addTrack(track)
+        recorders.append(recorder)
+    machine = MachineCpu()
+    cpu = time.process_time()
+    started: list[float] = []
+    for recorder in recorders:
+        started.append(time.perf_counter())
+        await recorder.start()
+    await asyncio.sleep(seconds)
+    now = time.perf_counter()
+    behind = [
+        now - start - _media(video.frames, audio.frames) for (video, audio), start in zip(sources, started, strict=True)
+    ]
+    step = Step("aiortc", n, now - started[0], behind, ticker.take(), time.process_time() - cpu, machine.busy())
+    step.video_frames = sum(video.frames for video, _ in sources)
+    # Whatever it has not taken yet is not its loss: the window is over.
+    for recorder in recorders:
+        await recorder.stop()
+    for tracks in sources:
+        for track in tracks:
+            track.stop()
+    await ticker.stop()
+    return step
+
+
+RUNS = {"asyncrec": run_asyncrec, "aiortc": run_aiortc}
+
+
+def run_step(side: str, n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+    # A fresh event loop per step, as a new process would have.
+    step = asyncio.run(RUNS[side](n, pool, seconds, tmp))
+    if side == "aiortc":
+        # Decoded after the run, never during a measurement; then the files go.
+        step.decoded = 0
+        for index in range(n):
+            path = tmp / f"aiortc-{index}.webm"
+            counts = count_media(path, FPS)
+            step.decoded += counts.video_frames
+            if counts.error:
+                step.errors.append(f"recording {index}: {counts.error}")
+            step.bytes_out += path.stat().st_size
+            path.unlink()
+    return step
+
+
+def check_gop_literal() -> None:
+    """Exit if asyncrec's ``_container._add_video`` no longer has the GOP the baseline copies
+    (``_common.GOP_SIZE``). The one literal of ``_common.check_worker_literals`` this benchmark
+    depends on: the other, MP4's movflags, does not concern WebM."""
+    if f"else {GOP_SIZE}" not in inspect.getsource(_container._add_video):
+        raise SystemExit(f"benchmark settings drifted: GOP {GOP_SIZE} is no longer in asyncrec's _container._add_video")
+
+
+def raw_video_fps(pool: list[YuvArray], seconds: float) -> float:
+    """Frames per second of one plain PyAV thread encoding the pictures with asyncrec's VP8 settings."""
+    bps = DEFAULT_VIDEO_BITS_PER_SECOND
+    probe = run_plain_pyav(pool, FPS, FPS, "vp8", "webm", bps, threads=1)  # also the warm-up
+    frames = max(FPS, round(seconds * FPS / probe.wall))
+    run = run_plain_pyav(pool, frames, FPS, "vp8", "webm", bps, threads=1)
+    decoded = count_media(run.data, FPS)
+    if decoded.video_frames != frames or decoded.error:
+        raise SystemExit(f"baseline broken: {frames} frames encoded, {decoded.video_frames} decoded {decoded.error}")
+    return frames / run.wall
+
+
+def raw_audio_cost(seconds: float) -> float:
+    """Wall seconds one plain PyAV thread takes to encode and mux a second of asyncrec's Opus
+    (``_container._add_audio``'s settings: VBR, the default bitrate, mono 48 kHz)."""
+    spec = CODECS["opus"]
+    read = sine_tone(440)
+    cycle = [
+        (np.clip(read(index * AUDIO_FRAME_SAMPLES, AUDIO_FRAME_SAMPLES), -1, 1) * 32767).astype(np.int16)
+        for index in range(AUDIO_RATE // AUDIO_FRAME_SAMPLES)
+    ]
+    frames = max(len(cycle), round(seconds / AUDIO_FRAME_SECONDS))
+    sink = WriteOnlySink()
+    wall = time.perf_counter()
+    container = av.open(sink, mode="w", format="webm", container_options=container_options("webm"))
+    stream = container.add_stream(spec.encoder, rate=AUDIO_RATE, options={**spec.options, "vbr": "on"})
+    assert isinstance(stream, AudioStream)
+    stream.bit_rate = DEFAULT_AUDIO_BITS_PER_SECOND
+    stream.codec_context.layout = "mono"
+    stream.codec_context.time_base = AUDIO_TIME_BASE
+    for index in range(frames):
+        frame = av.AudioFrame.from_ndarray(cycle[index % len(cycle)], format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = index * AUDIO_FRAME_SAMPLES
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        for packet in stream.encode(frame):
+            container.mux_one(packet)
+    for packet in stream.encode(None):
+        container.mux_one(packet)
+    container.close()
+    return (time.perf_counter() - wall) / (frames * AUDIO_FRAME_SECONDS)
+
+
+@dataclass
+class Raw:
+    video_fps: float
+    audio_cost: float
+
+    @property
+    def fps(self) -> float:
+        """Video frames (with their audio) one core records per second."""
+        return FPS / (FPS / self.video_fps + self.audio_cost)
+
+    @property
+    def limit(self) -> float:
+        return self.fps * (os.cpu_count() or 1) / FPS
+
+
+def measure_raw(pool: list[YuvArray], seconds: float) -> Raw:
+    raw = Raw(raw_video_fps(pool, seconds), raw_audio_cost(seconds))
+    print(
+        f"  plain PyAV, one thread: VP8 {raw.video_fps:.1f} fps, Opus {raw.audio_cost * 1000:.1f} ms per s "
+        f"-> {raw.fps:.1f} fps with audio -> raw limit {raw.limit:.1f} recordings",
+        flush=True,
+    )
+    return raw
+
+
+def ladder(raw_limit: float, max_n: int) -> list[int]:
+    """1, 2, 3, 4, then 6, 8, 12, 16, 24... up to ``NEAR_LIMIT`` of the raw limit, one at a time from there."""
+    near = math.floor(NEAR_LIMIT * raw_limit)
+    steps = []
+    n = 1
+    while n <= max_n:
+        steps.append(n)
+        if n < 4 or n >= near:
+            n += 1
+        else:
+            n = min(n + (1 << (n.bit_length() - 2)), max(near, n + 1))
+    return steps
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}"
+
+
+def describe(step: Step) -> str:
+    line = (
+        f"{step.side} N={step.n}: kept up {step.kept}/{step.n}, worst behind {max(step.behind):.2f} s, "
+        f"p99 lag {ms(step.p99)} ms, CPU {percent(step.cpu / step.window / (os.cpu_count() or 1))} % of the machine"
+    )
+    if step.side == "asyncrec":
+        line += f", dropped {step.dropped}, audio lost {step.audio_lost}"
+    if step.errors:
+        line += f", errors: {'; '.join(step.errors)}"
+    return line
+
+
+def capacity(steps: list[Step]) -> int:
+    return max((step.n for step in steps if step.kept_up), default=0)
+
+
+def capacity_text(steps: list[Step]) -> str:
+    """The capacity, "N+" when the ladder ran out before any recording fell behind."""
+    held = capacity(steps)
+    return f"{held}+" if steps and steps[-1].kept_up else str(held)
+
+
+def report(steps: dict[str, list[Step]], raws: list[Raw], seconds: float) -> None:
+    cores = os.cpu_count() or 1
+    mine = steps.get("asyncrec", [])
+    theirs = steps.get("aiortc", [])
+    if mine:
+        print()
+        print(
+            f"asyncrec: {seconds:g} s per N; behind = wall time minus the media encoded, worst recording; "
+            "ticks = wake-ups of the 10 ms ticker (about 100 a second when the loop is free);\n"
+            "CPU = this process, % of the machine (all cores); machine = all processes"
+        )
+        print_table(
+            [
+                *("N", "all kept up", "dropped", "audio lost", "behind s", "p99 lag ms", "max lag ms", "ticks"),
+                *("CPU %", "machine %", "worker ms/frame", "MB"),
+            ],
+            [
+                [
+                    str(s.n),
+                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
+                    str(s.dropped),
+                    str(s.audio_lost),
+                    f"{max(s.behind):.2f}",
+                    ms(s.p99),
+                    ms(max(s.lag, default=math.nan)),
+                    str(len(s.lag)),
+                    percent(s.cpu / s.window / cores),
+                    percent(s.machine),
+                    f"{s.encoder_busy * 1000 / max(1, s.video_frames):.1f}",
+                    f"{s.bytes_out / 1e6:.1f}",
+                ]
+                for s in mine
+            ],
+        )
+    if theirs:
+        print()
+        print("aiortc's MediaRecorder (encodes on the loop): video frames taken / due (30 per s of window), decoded")
+        print_table(
+            [
+                *("N", "all kept up", "video taken / due", "decoded", "behind s", "p99 lag ms", "max lag ms", "ticks"),
+                *("CPU %", "machine %", "MB"),
+            ],
+            [
+                [
+                    str(s.n),
+                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
+                    f"{s.video_frames} / {round(s.window * FPS) * s.n}",
+                    "-" if s.decoded is None else str(s.decoded),
+                    f"{max(s.behind):.2f}",
+                    ms(s.p99),
+                    ms(max(s.lag, default=math.nan)),
+                    str(len(s.lag)),
+                    percent(s.cpu / s.window / cores),
+                    percent(s.machine),
+                    f"{s.bytes_out / 1e6:.1f}",
+                ]
+                for s in theirs
+            ],
+        )
+    if mine and theirs:
+        print()
+        print("p99 event-loop lag side by side (ms)")
+        theirs_by_n = {s.n: s for s in theirs}
+        rows = []
+        for s in mine:
+            other = theirs_by_n.get(s.n)
+            rows.append(
+                [
+                    str(s.n),
+                    ms(s.p99) + ("" if s.kept_up else " (behind)"),
+                    "-" if other is None else ms(other.p99) + ("" if other.kept_up else " (behind)"),
+                    "-" if other is None else f"{other.p99 / s.p99:.0f}x",
+                ]
+            )
+        print_table(["N", "asyncrec", "aiortc", "aiortc / asyncrec"], rows)
+
+    limit = sum(raw.limit for raw in raws) / len(raws)
+    print()
+    print(
+        f"raw limit {limit:.1f} recordings (one PyAV thread's {sum(r.fps for r in raws) / len(raws):.1f} fps x "
+        f"{cores} cores / {FPS}; before the ladders {raws[0].limit:.1f}, after {raws[-1].limit:.1f})"
+    )
+    if mine:
+        held = capacity(mine)
+        print(f"asyncrec: capacity {capacity_text(mine)}, raw limit {limit:.1f}, ratio {held / limit:.2f}")
+    if theirs:
+        held = capacity(theirs)
+        print(f"aiortc:   capacity {capacity_text(theirs)}, raw limit {limit:.1f}, ratio {held / limit:.2f}")
+    if mine and theirs:
+        mine_held, theirs_held = capacity(mine), capacity(theirs)
+        ratio = f"{mine_held / theirs_held:.1f}x" if theirs_held else f"aiortc held none, asyncrec {mine_held}"
+        print(f"asyncrec capacity / aiortc capacity = {ratio}")
+        common = max({s.n for s in mine} & {s.n for s in theirs}, default=None)
+        if common is not None:
+            a = next(s for s in mine if s.n == common)
+            b = next(s for s in theirs if s.n == common)
+            print(
+                f"p99 loop lag at N={common} (the largest N both ran): asyncrec {ms(a.p99)} ms"
+                f"{'' if a.kept_up else ' (behind)'}, aiortc {ms(b.p99)} ms{'' if b.kept_up else ' (behind)'}, "
+                f"aiortc / asyncrec = {b.p99 / a.p99:.0f}x"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=None, help="seconds each N records (default 10; quick 3)")
+    parser.add_argument("--max-n", type=int, default=None, help="largest N tried (default 2x the raw limit; quick 2)")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=None, help="seconds of each plain PyAV run (default 3; quick 1)"
+    )
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, from {','.join(SIDES)}")
+    parser.add_argument("--noise", type=int, default=3, help="+- luma grain, camera-like (default 3; 0: clean)")
+    parser.add_argument("--quick", action="store_true", help="a smoke test (N up to 2, 3 s), not a measurement")
+    args = parser.parse_args()
+    sides = [side.strip() for side in args.sides.split(",") if side.strip()]
+    if unknown := set(sides) - set(SIDES):
+        parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
+    seconds = args.seconds if args.seconds is not None else 3.0 if args.quick else 10.0
+    raw_seconds = args.raw_seconds if args.raw_seconds is not None else 1.0 if args.quick else 3.0
+    check_gop_literal()
+
+    print(
+        f"capacity: live {WIDTH}x{HEIGHT}@{FPS} VP8 + Opus recordings in one process, {seconds:g} s per N, "
+        f"timeslice {TIMESLICE_MS} ms, kept up = within {TOLERANCE:g} s of the wall clock, no video dropped"
+    )
+    print(f"machine: {machine_info()}")
+    pool = picture_pool(WIDTH, HEIGHT, 30, args.noise)
+    print("raw limit, before the ladders:", flush=True)
+    raws = [measure_raw(pool, raw_seconds)]
+    max_n = args.max_n if args.max_n is not None else 2 if args.quick else max(1, math.ceil(2 * raws[0].limit))
+    ns = ladder(raws[0].limit, max_n)
+    print(f"N ladder (up to {max_n}, stopping at the first N where a recording falls behind): {ns}", flush=True)
+
+    steps: dict[str, list[Step]] = {side: [] for side in sides}
+    going = list(sides)
+    with tempfile.TemporaryDirectory(prefix="asyncrec-capacity-") as tmp:
+        for index, n in enumerate(ns):
+            if not going:
+                break
+            # Alternate which side goes first, so neither always follows the other.
+            for side in going[index % len(going) :] + going[: index % len(going)]:
+                step = run_step(side, n, pool, seconds, Path(tmp))
+                steps[side].append(step)
+                print(f"  {describe(step)}", flush=True)
+            going = [side for side in going if steps[side][-1].kept_up]
+    print("raw limit, after the ladders:", flush=True)
+    raws.append(measure_raw(pool, raw_seconds))
+    report(steps, raws, seconds)
+
+    failed = [s for s in steps.get("asyncrec", []) if s.audio_lost or s.errors]
+    for step in failed:
+        print(f"FAILED: asyncrec N={step.n}: {step.audio_lost} audio frames lost, errors: {step.errors or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
