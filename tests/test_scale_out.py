@@ -108,7 +108,13 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
         workers["01"].proc.send_signal(signal.SIGKILL)
         await workers["01"].proc.wait()
         workers["02"].proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)  # the signal is handled (no event to wait for from here)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:  # until worker 02 says it drains (its health, asked directly)
+            async with http.get(f"{workers['02'].url}healthz") as response:
+                if response.status == 503 and (await response.json())["status"] == "draining":
+                    break
+            assert asyncio.get_running_loop().time() < deadline, "worker 02 never drained"
+            await asyncio.sleep(0.05)
         async with Publisher() as late:
             await late.publish(http, f"{lb.url.rstrip('/')}/whip")
             assert worker_of(late.location or "") == "03"  # past the dead and the draining one
