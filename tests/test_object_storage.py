@@ -162,7 +162,7 @@ async def test_storage_gone_for_good_is_a_clear_error_and_recover_saves_the_part
         await asyncio.wait_for(sink.aclose(), TIMEOUT)
     assert url in str(raised.value)
     await s3.start_gateway()
-    [result] = await recover(url, finish=False)
+    [result] = await recover(url, finish=False, min_age=0)
     data, _ = await get(bucket, "gone.bin")
     # One part was cut while writing; the rest (under a part) was only ever in the tail.
     assert result.parts == 1
@@ -200,7 +200,7 @@ async def test_a_killed_recorder_loses_at_most_its_tail_interval(bucket: str, tm
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
-    [result] = await recover(url)
+    [result] = await recover(url, min_age=0)
     assert result.finished
     assert result.problems == []
     data, _ = await get(bucket, "killed.webm")
@@ -310,3 +310,21 @@ async def test_a_storage_restarted_mid_recording_loses_nothing(s3: Any, bucket: 
     assert ffprobe_duration(path) == pytest.approx(stats.recorded_time, abs=0.3)
     assert ffprobe_duration(path) > 5.5
     assert has_cues(path)
+
+
+async def test_recover_leaves_a_live_recording_alone(bucket: str) -> None:
+    # Workers share a prefix: recovering a dead one's recordings must not touch the others'.
+    url = f"s3://{bucket}/live/one.bin"
+    sent = chunks(MIN_PART_SIZE + 300_000, 100_000, seed=5)
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, tail_every=0.2)
+    for chunk in sent[:-3]:
+        await sink.write(chunk)
+    await asyncio.sleep(0.5)  # a part and a tail piece up: recent activity
+    [result] = await recover(f"s3://{bucket}/live/")
+    assert result.problems == ["still being recorded (recent activity): skipped"]
+    for chunk in sent[-3:]:
+        await sink.write(chunk)  # the upload is still there, and goes on
+    await sink.aclose()
+    data, _ = await get(bucket, "live/one.bin")
+    assert data == b"".join(sent)
+    assert await keys(bucket) == ["live/one.bin"]  # no tail piece left

@@ -32,7 +32,9 @@ class ObjectSegmentSink:
 
     ``on_segment(segment)`` is called once a segment is uploaded, with its
     :class:`~asyncrec.Segment` whose ``path`` is the object's URL; :attr:`segments` lists
-    them. A segment's upload is retried for ``retry_for`` seconds on transient failures.
+    them. A segment is uploaded by the ``write`` after the one that finished it (or by
+    ``aclose``), before that chunk is taken; transient failures are retried for
+    ``retry_for`` seconds.
 
     Raises SinkError (from ``write``/``aclose``) when a segment cannot be made or
     uploaded; the segment's file is then kept in ``spool_dir`` (named in the message).
@@ -62,6 +64,9 @@ class ObjectSegmentSink:
         self._local: SegmentSink | None = None
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._pending: list[Segment] = []
+        self._uploading = asyncio.Lock()
+        self._closing: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ObjectSegmentSink:
         return self
@@ -70,16 +75,26 @@ class ObjectSegmentSink:
         await self.aclose()
 
     async def write(self, chunk: BlobEvent) -> None:
-        """Add a chunk to the current segment; a finished segment is uploaded first."""
+        """Add a chunk to the current segment; segments finished so far are uploaded
+        first (in order)."""
         await self._start()
         assert self._local is not None
+        await self._uploads()
         await self._local.write(chunk)
+        await self._uploads()
 
     async def aclose(self) -> None:
-        """Finish and upload the last segment; idempotent."""
+        """Finish and upload the last segment; idempotent. Cancelling stops the wait; the
+        closing goes on, and a later call waits for it."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         try:
             if self._local is not None:
                 await self._local.aclose()
+                await self._uploads()
         finally:
             await self._stack.aclose()
             if self._folder is not None:
@@ -88,11 +103,20 @@ class ObjectSegmentSink:
     async def _start(self) -> None:
         if self._local is not None:
             return
-        self._folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="asyncrec-segments-", dir=self._spool_dir)
-        suffix = os.path.splitext(self.template)[1]
-        local = os.path.join(self._folder, "{index}" + suffix)
-        self._local = SegmentSink(local, on_segment=self._upload, fsync=False, **self._limits)
+        folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="asyncrec-segments-", dir=self._spool_dir)
         self._client = await self._stack.enter_async_context(s3_client())
+        suffix = os.path.splitext(self.template)[1]
+        local = os.path.join(folder, "{index}" + suffix)
+        self._folder = folder
+        # Finished segments wait in _pending until uploaded: a cancelled upload is retried
+        # by the next call, never skipped.
+        self._local = SegmentSink(local, on_segment=self._pending.append, fsync=False, **self._limits)
+
+    async def _uploads(self) -> None:
+        async with self._uploading:
+            while self._pending:
+                await self._upload(self._pending[0])
+                self._pending.pop(0)
 
     async def _upload(self, segment: Segment) -> None:
         url = self.template.format(index=segment.index)

@@ -6,11 +6,12 @@ buffered; at most one part waits while another uploads, so memory per recording 
 under about three parts (``part_size * 3``, 24 MiB by default) however slow the storage.
 
 What a crash can cost. A multipart upload keeps its parts when the process that made it
-dies, but they are not an object until completed: :func:`recover` completes them. The
-buffered tail (less than a part) is also put, every ``tail_every`` seconds, as an object
-of its own, ``KEY.asyncrec-tail``, which :func:`recover` appends. So a killed worker loses
-at most the last ``tail_every`` seconds plus one timeslice of media; a killed machine too,
-as nothing needed for recovery is local.
+dies, but they are not an object until completed: :func:`recover` completes them. Every
+``tail_every`` seconds the bytes written since the last time are also put as a tail piece,
+``KEY.asyncrec-tail/OFFSET`` (each byte once; the pieces a part covers are removed once it
+is uploaded), which :func:`recover` appends. So a killed worker loses at most the last
+``tail_every`` seconds plus one timeslice of media, parts in flight or not; a killed
+machine too, as nothing needed for recovery is local.
 
 Finished objects. At :meth:`ObjectSink.aclose` the recording is remuxed into a finished,
 seekable file (:func:`~asyncrec.repair`: WebM/Matroska with Duration and Cues, MP4 with its
@@ -50,9 +51,9 @@ T = TypeVar("T")
 MIN_PART_SIZE = 5 * 1024 * 1024
 #: S3's largest number of parts in one upload.
 MAX_PARTS = 10_000
-#: The default part size: 8 MiB, about 67 minutes of 2 Mbit/s media in 1,000 parts.
+#: The default part size: 8 MiB (33 s of 2 Mbit/s media; 10,000 parts hold 78 GiB).
 PART_SIZE = 8 * 1024 * 1024
-#: The suffix of the object holding an upload's tail until it is complete.
+#: What follows a key in the names of its upload's tail pieces (``KEY.asyncrec-tail/OFFSET``).
 TAIL_SUFFIX = ".asyncrec-tail"
 #: Errors S3 answers that a retry may cure.
 _TRANSIENT_CODES = frozenset(
@@ -77,16 +78,30 @@ def mime_for_key(key: str) -> str:
     return types.get(extension, "application/octet-stream")
 
 
+_LOADER: Any = None
+
+
 @contextlib.asynccontextmanager
 async def s3_client() -> AsyncIterator[Any]:
-    """An aiobotocore S3 client configured from the environment and the AWS files.
+    """An aiobotocore S3 client configured from the environment and the AWS files (read
+    anew for each client, as botocore does for each session).
 
-    Retries are botocore's "standard" mode (connection errors, throttling, 5xx) on top of
-    which the sink retries for ``retry_for`` seconds.
+    botocore's service model (large JSON files) is loaded once per process, on a thread,
+    and shared, so that creating a client does not hold the event loop for long. Retries
+    are botocore's "standard" mode (connection errors, throttling, 5xx) on top of which
+    the sink retries for ``retry_for`` seconds.
     """
+    global _LOADER
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
+    session = get_session()
+    if _LOADER is None:
+        loader = session.get_component("data_loader")  # caches what it loads
+        for name in ("service-2", "endpoint-rule-set-1"):
+            await asyncio.to_thread(loader.load_service_model, "s3", name)
+        _LOADER = loader
+    session.register_component("data_loader", _LOADER)
     config = AioConfig(
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
@@ -95,7 +110,7 @@ async def s3_client() -> AsyncIterator[Any]:
         # address or a plain host name have no per-bucket host names.
         s3={"addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE", "path")},
     )
-    async with get_session().create_client("s3", config=config) as client:
+    async with session.create_client("s3", config=config) as client:
         yield client
 
 
@@ -152,6 +167,11 @@ class _Upload:
     uploaded: int = 0
 
 
+def tail_key(key: str, offset: int) -> str:
+    """The object holding an upload's bytes from ``offset`` on (one of its tail pieces)."""
+    return f"{key}{TAIL_SUFFIX}/{offset:016d}"
+
+
 class ObjectSink:
     """Uploads a recording's chunks to ``s3://BUCKET/KEY`` as they come (see the module
     docstring): a :class:`~asyncrec.Sink`, attached as the ``dataavailable`` handler::
@@ -161,20 +181,22 @@ class ObjectSink:
             ...
 
     ``part_size`` (at least 5 MiB): bytes per uploaded part, and a third of the memory
-    bound. ``tail_every``: seconds between uploads of the tail (the crash-loss bound),
-    ``None`` never. ``retry_for``: how long transient failures (connection refused,
-    5xx, throttling) are retried before the sink fails. ``finish``: upload a finished,
-    seekable object at the end (from a local spool in ``spool_dir``, by default the
-    system's temporary directory).
+    bound. ``tail_every``: seconds between uploads of the newest bytes as tail pieces (the
+    crash-loss bound), ``None`` never. ``retry_for``: how long transient failures
+    (connection refused, 5xx, throttling) are retried before the sink fails. ``finish``:
+    upload a finished, seekable object at the end (from a local spool in ``spool_dir``,
+    by default the system's temporary directory).
 
     Raises SinkError from ``write``/``aclose`` when the storage refuses (credentials,
     missing bucket, quota) or stays unreachable for ``retry_for`` seconds; the recorder
     then stops with an ``"error"`` event. Nothing uploaded is removed then: the parts and
-    the tail stay for :func:`recover`, and the local spool (its path is in the message)
-    holds everything written.
+    the tail pieces stay for :func:`recover`, and the local spool (its path is in the
+    message) holds everything written.
 
-    Cancelling ``write`` or ``aclose`` stops the wait; an upload already running
-    completes in the background and later calls wait for it, so parts stay in order.
+    Cancelling ``write`` or ``aclose`` stops the wait; a chunk already taken stays taken,
+    an upload already running completes in the background, and later calls wait for it,
+    so parts stay in order. A first write cancelled while the upload is being created
+    fails the sink (nothing was taken).
     """
 
     def __init__(
@@ -202,21 +224,26 @@ class ObjectSink:
         self._spool_dir = os.fspath(spool_dir) if spool_dir is not None else None
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
-        self._upload: _Upload | None = None
+        self._upload: _Upload | None = None  # set last by _start: the sink is started
         self._buffer = bytearray()
         #: Parts cut from the buffer: the one uploading first, then at most one waiting.
         self._parts: deque[bytes] = deque()
         self._more = asyncio.Event()  # the uploader has a part, or the end, to see
-        self._room = asyncio.Event()  # the uploader took a part off
+        self._room = asyncio.Event()  # the uploader took a part off, or failed
         self._ending = False
         self._uploader: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._tail_task: asyncio.Task[None] | None = None
+        #: Bytes written since the last tail piece, and where they start.
+        self._unsaved = bytearray()
+        self._unsaved_from = 0
+        #: Tail pieces in the storage: (offset, end).
+        self._tails: list[tuple[int, int]] = []
         self._spool: FileSink | None = None
         self._error: SinkError | None = None
         self._closed = False
-        self._started = asyncio.Lock()
-        #: Bytes written so far (whole chunks), and bytes in uploaded parts.
+        self._starting = asyncio.Lock()
+        #: Bytes written so far (whole chunks).
         self.bytes_written = 0
 
     # -- the Sink protocol -----------------------------------------------------------------------
@@ -233,7 +260,7 @@ class ObjectSink:
 
     @property
     def bytes_uploaded(self) -> int:
-        """Bytes in the parts uploaded so far (the tail object not counted)."""
+        """Bytes in the parts uploaded so far (tail pieces not counted)."""
         return self._upload.uploaded if self._upload is not None else 0
 
     @property
@@ -247,7 +274,8 @@ class ObjectSink:
 
         Raises:
             SinkError: the storage refused or stayed unreachable (now or for an earlier
-                part), or the sink is closed.
+                part), or the sink is closed. (A local copy that fails only costs the
+                finishing: the object is then kept as streamed.)
         """
         self._check()
         data = chunk.data if isinstance(chunk, BlobEvent) else bytes(chunk)
@@ -255,12 +283,18 @@ class ObjectSink:
         # Taken at once: a cancelled write still has its chunk buffered (and counted),
         # and the next write or aclose sends it.
         self._buffer += data
+        if self.tail_every is not None:
+            self._unsaved += data
         self.bytes_written += len(data)
         if self._spool is not None:
             try:
                 await self._spool.write(data)
             except SinkError as exc:
-                self._fail(SinkError(self.url, f"the local copy failed: {exc}"), exc)
+                # The upload goes on (it holds everything); only the finishing is lost.
+                logger.warning("%s: the local copy failed (%s): the object will be kept as streamed", self.url, exc)
+                spool, self._spool = self._spool, None
+                with contextlib.suppress(SinkError):
+                    await spool.aclose()
         await self._cut(final=False)
         self._check()
 
@@ -268,8 +302,9 @@ class ObjectSink:
         """Upload the rest and make the object (finished unless ``finish=False``).
 
         Idempotent. Raises SinkError if the storage refused or stayed unreachable; the
-        parts, the tail and the local copy are then kept (see the class docstring).
-        Cancelling stops the wait; the closing goes on, and a later call waits for it.
+        parts, the tail pieces and the local copy are then kept (see the class
+        docstring). Cancelling stops the wait; the closing goes on, and a later call
+        waits for it.
         """
         if self._closing is None:
             self._closed = True
@@ -307,44 +342,61 @@ class ObjectSink:
                 await self._abort(self._upload.upload_id)
             else:
                 await self._complete()
-            await self._delete_tail()
+            await self._delete_tails(until=None)
             if self._spool is not None:
                 await asyncio.to_thread(_remove, self._spool.path)
         finally:
+            if self._spool is not None:
+                with contextlib.suppress(SinkError):
+                    await self._spool.aclose()  # closed (and kept) after a failure too
             await self._stack.aclose()
 
     # -- the upload ------------------------------------------------------------------------------
     async def _start(self) -> None:
-        async with self._started:
-            if self._client is not None:
+        async with self._starting:
+            if self._upload is not None:
                 return
+            self._check()
+            spool = None
             try:
-                self._client = await self._stack.enter_async_context(s3_client())
+                client = await self._stack.enter_async_context(s3_client())
                 created = await retrying(
-                    lambda: self._client.create_multipart_upload(
+                    lambda: client.create_multipart_upload(
                         Bucket=self.bucket, Key=self.key, ContentType=self.content_type
                     ),
                     "starting the upload",
                     self.retry_for,
                 )
+                if self.finish:
+                    suffix = os.path.splitext(self.key)[1]
+                    spool = FileSink(await asyncio.to_thread(_spool_file, self._spool_dir, suffix), fsync="never")
+            except asyncio.CancelledError:
+                self._error = SinkError(self.url, "cancelled while the upload was being created")
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure of the storage becomes the sink's
                 await self._stack.aclose()  # nothing to keep: no upload exists
                 self._fail(SinkError(self.url, f"cannot start the upload: {_describe(exc)}"), exc)
+            # Started: everything set at once, nothing awaited in between.
+            self._client, self._spool = client, spool
             self._upload = _Upload(created["UploadId"])
-            if self.finish:
-                suffix = os.path.splitext(self.key)[1]
-                path = await asyncio.to_thread(_spool_file, self._spool_dir, suffix)
-                self._spool = FileSink(path, fsync="never")
-            self._uploader = asyncio.get_running_loop().create_task(self._upload_parts())
+            loop = asyncio.get_running_loop()
+            self._uploader = loop.create_task(self._upload_parts())
+            self._uploader.add_done_callback(self._uploader_done)
             if self.tail_every is not None:
-                self._tail_task = asyncio.get_running_loop().create_task(self._put_tails())
+                self._tail_task = loop.create_task(self._put_tails())
+
+    def _uploader_done(self, task: asyncio.Task[None]) -> None:
+        # A bug or an unexpected answer must fail the sink, not leave a writer waiting.
+        if not task.cancelled() and (exc := task.exception()) is not None and self._error is None:
+            self._failure("uploading", exc)
+        self._room.set()
 
     async def _cut(self, *, final: bool) -> None:
         """Hand the buffer to the uploader as parts: each full part (all that is left when
         ``final``), waiting while one part is uploading and another waiting. The data stays
         in the buffer until handed over, so a cancelled wait loses nothing."""
         while len(self._buffer) >= self.part_size or (final and self._buffer):
-            while len(self._parts) >= 2 and self._error is None:
+            while len(self._parts) >= 2 and self._error is None and not self._uploader_gone():
                 self._room.clear()
                 await self._room.wait()
             if self._error is not None:
@@ -352,6 +404,9 @@ class ObjectSink:
             self._parts.append(bytes(self._buffer))
             self._buffer = bytearray()
             self._more.set()
+
+    def _uploader_gone(self) -> bool:
+        return self._uploader is None or self._uploader.done()
 
     async def _upload_parts(self) -> None:
         assert self._upload is not None
@@ -381,26 +436,47 @@ class ObjectSink:
                 else:
                     upload.parts.append({"PartNumber": number, "ETag": answer["ETag"], "Size": len(part)})
                     upload.uploaded += len(part)
+                    # Tail pieces wholly inside the uploaded parts are no longer needed.
+                    await self._delete_tails(until=upload.uploaded)
             self._parts.popleft()
             self._room.set()
 
     async def _put_tails(self) -> None:
-        """Every ``tail_every`` seconds, put the buffer (what no part holds yet) as the
-        tail object, if it changed: after a crash, :func:`recover` appends it."""
+        """Every ``tail_every`` seconds, put the bytes written since the last piece as a
+        tail piece (``KEY.asyncrec-tail/OFFSET``): after a crash, :func:`recover` appends
+        the pieces after the uploaded parts. Each byte goes up once as a piece, and the
+        pieces a part covers are removed once it is uploaded."""
         assert self._upload is not None
         assert self.tail_every is not None
-        upload, covered = self._upload, -1
+        upload = self._upload
         while True:
             await asyncio.sleep(self.tail_every)  # periodic by design: the crash-loss bound
-            if self.bytes_written == covered or not self._buffer:
+            if not self._unsaved:
                 continue
-            covered, tail = self.bytes_written, bytes(self._buffer)
-            # Where the tail starts: after every part, those still uploading included.
-            metadata = {"upload-id": upload.upload_id, "offset": str(covered - len(tail))}
-            with contextlib.suppress(Exception):  # best effort: the parts are what counts
-                await self._client.put_object(
-                    Bucket=self.bucket, Key=self.key + TAIL_SUFFIX, Body=tail, Metadata=metadata
+            offset, data = self._unsaved_from, bytes(self._unsaved)
+            metadata = {"upload-id": upload.upload_id, "offset": str(offset)}
+            try:
+                await retrying(
+                    lambda offset=offset, data=data, metadata=metadata: self._client.put_object(  # type: ignore[misc]
+                        Bucket=self.bucket, Key=tail_key(self.key, offset), Body=data, Metadata=metadata
+                    ),
+                    "a tail piece",
+                    self.tail_every * 4,
                 )
+            except Exception as exc:  # noqa: BLE001 - the parts are what counts; the next try covers these bytes
+                logger.warning("%s: a tail piece failed (%s); retried with the next", self.url, _describe(exc))
+                continue
+            del self._unsaved[: len(data)]  # what came meanwhile stays for the next piece
+            self._unsaved_from = offset + len(data)
+            self._tails.append((offset, offset + len(data)))
+
+    async def _delete_tails(self, *, until: int | None) -> None:
+        """Remove the tail pieces that end at or before ``until`` (all: None)."""
+        gone = [(a, b) for a, b in self._tails if until is None or b <= until]
+        for offset, end in gone:
+            with contextlib.suppress(Exception):  # a piece left behind is only storage
+                await self._client.delete_object(Bucket=self.bucket, Key=tail_key(self.key, offset))
+            self._tails.remove((offset, end))
 
     async def _complete(self) -> None:
         assert self._upload is not None
@@ -428,10 +504,6 @@ class ObjectSink:
         with contextlib.suppress(Exception):  # the object is whole; parts left are only storage
             await self._client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
 
-    async def _delete_tail(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.delete_object(Bucket=self.bucket, Key=self.key + TAIL_SUFFIX)
-
     async def _put_empty(self) -> None:
         """Nothing was written: the object is empty, as an empty file would be."""
         try:
@@ -457,11 +529,13 @@ class ObjectSink:
         error.__cause__ = exc
         if self._error is None:
             self._error = error
+        self._room.set()  # a writer waiting for room finds the error
         return self._error
 
     def _fail(self, error: SinkError, cause: BaseException) -> None:
         error.__cause__ = cause
         self._error = self._error or error
+        self._room.set()
         raise self._error
 
     def _check(self) -> None:
@@ -529,6 +603,7 @@ def _remove(path: str) -> None:
 
 __all__ = [
     "MIN_PART_SIZE",
+    "tail_key",
     "PART_SIZE",
     "TAIL_SUFFIX",
     "ObjectSink",

@@ -37,8 +37,8 @@ def picture_size(codec: str, data: bytes | bytearray | memoryview) -> tuple[int,
 
     - VP8: a key frame's 14-bit width and height (the 2-bit scaling is not applied).
     - VP9: the frame size of a key frame, an intra-only frame, or an inter frame that spells
-      its size out instead of taking a reference's; in a superframe, that of the last frame
-      declaring one (the displayed frame, the top spatial layer). The render size is not
+      its size out instead of taking a reference's; in a superframe, the largest of them
+      (what the decoder has to allocate). The render size is not
       read: decoders output the frame size.
     - H.264 (Annex B, one or more NAL units): the largest cropped size in the well-formed
       SPSs among the first 4; a frame without one gives None. The VUI is not read.
@@ -70,10 +70,14 @@ def _vp8(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
 
 
 def _vp9(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
-    declared = None
+    # The largest frame a superframe declares: a size guard must not be fooled by a small
+    # shown frame placed after a large hidden one (the decoder allocates both).
+    sizes = []
     for start, end in _vp9_frames(data):
-        declared = _vp9_frame(_Bits(bytes(data[start : min(end, start + 64)]))) or declared
-    return declared
+        size = _vp9_frame(_Bits(bytes(data[start : min(end, start + 64)])))
+        if size is not None:
+            sizes.append(size)
+    return max(sizes, key=lambda size: size[0] * size[1], default=None)
 
 
 def _vp9_frames(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]:

@@ -337,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     recover.add_argument("url", metavar="URL", help="s3://BUCKET/KEY, or s3://BUCKET/PREFIX/")
+    recover.add_argument(
+        "--min-age",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="leave alone uploads with activity in the last S seconds: a live recorder is still writing them",
+    )
     return parser
 
 
@@ -350,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _repair_main(args.input, args.output)
     missing = _missing_extra(args.command) or _missing_s3(args)
     if missing is None and args.command == "recover":
-        return _recover_main(args.url)
+        return _recover_main(args.url, args.min_age)
     if missing is not None:
         print(f"asyncrec: error: {missing}", file=sys.stderr)
         return 1
@@ -391,11 +398,11 @@ def _repair_main(source: str, target: str) -> int:
     return 0
 
 
-def _recover_main(url: str) -> int:
+def _recover_main(url: str, min_age: float) -> int:
     from ._recover import recover
 
     try:
-        results = asyncio.run(recover(url))
+        results = asyncio.run(recover(url, min_age=min_age))
     except ValueError as exc:
         print(f"asyncrec: error: {exc}", file=sys.stderr)
         return 2
@@ -408,7 +415,8 @@ def _recover_main(url: str) -> int:
         print(f"{url}: nothing to recover")
     for result in results:
         print(result.summary())
-    return 0
+    # 1 when anything could not be saved or was left alone: it needs a look.
+    return 1 if any(result.problems for result in results) else 0
 
 
 #: What each command needs beyond the library, and the extra that brings it.
@@ -739,14 +747,22 @@ async def _serve(args: argparse.Namespace) -> int:
             logging.getLogger("asyncrec.whip").info("draining: %d sessions running", len(endpoint.sessions))
             draining_done = asyncio.ensure_future(endpoint.drain(args.drain_timeout))
             await asyncio.wait([stopping, draining_done], return_when=asyncio.FIRST_COMPLETED)
-            draining_done.cancel()
+            if not draining_done.done():
+                # SIGINT while draining: end the sessions now, and let their recordings be
+                # finalised (cancelling the drain would cancel the finalising too).
+                for session in list(endpoint.sessions.values()):
+                    session._end("shutdown")
+                await draining_done
         stopping.cancel()
         draining.cancel()
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
-        # Ends every session left: recordings are finalised before the process exits.
-        await runner.cleanup()
+        try:
+            # Ends every session left: recordings are finalised before the process exits.
+            await runner.cleanup()
+        finally:
+            # Until then a signal only sets its event (already set, or no longer awaited).
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
     return 0
 
 

@@ -41,7 +41,7 @@ class ObjectLibrary:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     name = item["Key"][len(self.prefix) :]
-                    if item["Key"].endswith(TAIL_SUFFIX) or self._key(name) is None:
+                    if TAIL_SUFFIX in item["Key"] or self._key(name) is None:
                         continue
                     mtime = item["LastModified"].timestamp()
                     found.append(Recording(name, int(item["Size"]), mtime, None, False))

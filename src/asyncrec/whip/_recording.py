@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+from .._errors import SinkError
 from .._formats import CONTAINERS, check_type, parse_mime_type
 from .._object_storage import ObjectSink, parse_url, s3_client
 from .._recorder import MediaRecorder
@@ -134,44 +135,57 @@ def record_sessions(
         if metrics is not None:
             metrics.session_started(session.id, recorder)
         reason = None
-        async with sink, recorder:
-            recorder.ondataavailable = sink.write
-            recorder.start(timeslice)
-            waits = {
-                asyncio.ensure_future(session.wait_closed()): None,
-                asyncio.ensure_future(stopped.wait()): "tracks ended",
-            }
-            if storage is not None:
-                waits[asyncio.ensure_future(storage.wait_full())] = "storage full"
-            waits[asyncio.ensure_future(refused.wait())] = "video too large"
-            if max_session_memory is not None:
-                held = _held_memory(recorder, watch, max_session_memory)
-                waits[asyncio.ensure_future(held)] = "memory limit"
-            try:
-                done, _ = await asyncio.wait(waits, timeout=max_session_seconds, return_when=asyncio.FIRST_COMPLETED)
-                reason = next((waits[task] for task in done), "time limit")
-            finally:
-                for task in waits:
-                    task.cancel()
+        failure: SinkError | None = None
+        try:
+            async with sink, recorder:
+                recorder.ondataavailable = sink.write
+                recorder.start(timeslice)
+                waits = {
+                    asyncio.ensure_future(session.wait_closed()): None,
+                    asyncio.ensure_future(stopped.wait()): "tracks ended",
+                }
+                if storage is not None:
+                    waits[asyncio.ensure_future(storage.wait_full())] = "storage full"
+                waits[asyncio.ensure_future(refused.wait())] = "video too large"
+                if max_session_memory is not None:
+                    held = _held_memory(recorder, watch, max_session_memory)
+                    waits[asyncio.ensure_future(held)] = "memory limit"
+                try:
+                    done, _ = await asyncio.wait(
+                        waits, timeout=max_session_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    reason = next((waits[task] for task in done), "time limit")
+                finally:
+                    for task in waits:
+                        task.cancel()
+        except SinkError as exc:
+            # The storage failed for good (the recorder's error event said so): what was
+            # written is kept where the error says; the session ends, counted and logged.
+            failure, reason = exc, "storage error"
         # The recording is finished (the sink closed it); the publisher goes too.
-        if reason in ("time limit", "storage full", "video too large", "memory limit"):
+        if reason in ("time limit", "storage full", "video too large", "memory limit", "storage error"):
             session._end(reason)
         stats = recorder.statistics()
         written = sink.bytes_written
-        if to_objects:
-            if not written:
-                await _delete_object(final)
-        elif written:
-            await asyncio.to_thread(os.replace, partial, final)
-        else:
-            await asyncio.to_thread(os.remove, partial)
-        if metrics is not None:
-            metrics.session_ended(session.id, written)
-        logger.info(
+        try:
+            if failure is not None:
+                pass  # left as it is: the error names it
+            elif to_objects:
+                if not written:
+                    await _delete_object(final)
+            elif written:
+                await asyncio.to_thread(os.replace, partial, final)
+            else:
+                await asyncio.to_thread(os.remove, partial)
+        finally:
+            if metrics is not None:
+                metrics.session_ended(session.id, written)
+        logger.log(
+            logging.WARNING if failure is not None else logging.INFO,
             "session %s ended (%s): %s",
             session.id,
             session.end_reason or reason,
-            final if written else "nothing recorded",
+            (str(failure) if failure is not None else final) if written else "nothing recorded",
             extra={
                 **facts,
                 "reason": session.end_reason or reason,
