@@ -344,10 +344,10 @@ class WhipEndpoint:
             return self._error(400, "the body is not UTF-8")
 
     async def _post(self, request: web.Request) -> web.Response:
-        draining = self.draining
         response = await self._answer_offer(request)
         if response.status >= 400 and self._on_refused is not None:
-            reason = DRAINING if draining and response.status == 503 else _REFUSALS.get(response.status, "bad_request")
+            draining = self.draining and response.status == 503
+            reason = DRAINING if draining else _REFUSALS.get(response.status, "bad_request")
             self._on_refused(reason)
         return response
 
@@ -391,10 +391,14 @@ class WhipEndpoint:
             return self._error(400, f"cannot answer this offer: {_first_line(exc)}")
         finally:
             self._answering -= 1
-            if not answered:  # a bad offer, or the request cancelled: never leave it open
+            if answered and self.draining:
+                answered = False  # the worker began draining meanwhile: no new session
+            if not answered:  # a bad offer, the request cancelled, or draining: never left open
                 for track in stream.getTracks():
                     track.stop()  # type: ignore[attr-defined]
                 await close_peer_connection(pc)
+        if self.draining:
+            return self._error(503, "draining: this worker takes no new session", **{"Retry-After": "5"})
         session = WhipSession(session_id, pc, stream)
         session.remote = self._publisher(request)
         self.sessions[session_id] = session
