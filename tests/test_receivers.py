@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,41 @@ async def test_an_encoder_that_falls_behind_ends_the_session_at_its_memory_bound
 )
 def test_a_picture_fits_its_bound_either_way_round(size: tuple[int, int], bound: tuple[int, int], fit: bool) -> None:
     assert fits(size, bound) is fit
+
+
+async def test_frames_whose_size_cannot_be_read_or_is_too_large_are_not_decoded() -> None:
+    from types import SimpleNamespace
+
+    from aiortc.jitterbuffer import JitterFrame
+
+    from asyncrec._picture_size import picture_size
+
+    [key] = [bytes(p) for p in _x264_key_frame(640, 480)]
+    assert picture_size("video/H264", key) == (640, 480)
+    h264 = SimpleNamespace(mimeType="video/H264")
+    junk_sps = b"\x00\x00\x01\x67" + b"\xff" * 8  # a tiny SPS (16x16) placed before the real one
+    pc = RTCPeerConnection()
+    try:
+        seen: list[tuple[int, int]] = []
+        watch = ReceiverWatch(pc, max_size=(320, 240), on_oversized=lambda w, h: seen.append((w, h)))
+        assert watch._too_large((h264, JitterFrame(junk_sps * 5 + key, 0)))  # more SPS than read: refused
+        assert seen == []
+        assert watch._too_large((h264, JitterFrame(key, 0)))  # larger than allowed
+        assert seen == [(640, 480)]
+        small = ReceiverWatch(pc, max_size=(1920, 1080))
+        assert not small._too_large((h264, JitterFrame(key, 0)))
+        assert not small._too_large((h264, JitterFrame(junk_sps * 3 + key, 0)))  # read past 3 junk ones
+    finally:
+        await pc.close()
+
+
+def _x264_key_frame(width: int, height: int) -> list[bytes]:
+    import av
+
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = Fraction(1, 30)
+    ctx.options = {"preset": "ultrafast", "bf": "0"}
+    frame = av.VideoFrame(width, height, "yuv420p")
+    frame.pts = 0
+    return [bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)]]

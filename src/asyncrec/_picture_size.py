@@ -9,6 +9,7 @@ malformed header gives None, so arbitrary bytes are safe to pass.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 #: H.264 profiles whose SPS carries chroma format, bit depths and scaling matrices.
@@ -57,6 +58,15 @@ def picture_size(codec: str, data: bytes | bytearray | memoryview) -> tuple[int,
     except _MalformedError:
         return None
     return None
+
+
+def unreadable(codec: str, data: bytes | bytearray | memoryview) -> bool:
+    """Whether a frame holds more sequence headers than :func:`picture_size` reads (an
+    H.264 frame with more than 4 SPS units): its size cannot be vouched for, and an
+    encoder never sends that. A size guard refuses such frames. Never raises."""
+    if codec.lower().removeprefix("video/") != "h264":
+        return False
+    return sum(1 for _ in itertools.islice(_SPS_START.finditer(data), _MAX_SPS_TRIED + 1)) > _MAX_SPS_TRIED
 
 
 class _MalformedError(Exception):

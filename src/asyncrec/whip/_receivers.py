@@ -30,7 +30,7 @@ from typing import Any
 import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 
-from .._picture_size import picture_size
+from .._picture_size import picture_size, unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ class ReceiverWatch:
         if self.oversized is not None:
             self.refused_frames += 1
             return True  # nothing more is decoded once the session is refused
-        size = picture_size(getattr(codec, "mimeType", ""), getattr(encoded, "data", b""))
+        mime, data = getattr(codec, "mimeType", ""), getattr(encoded, "data", b"")
+        size = picture_size(mime, data)
         assert self._max_size is not None
+        if unreadable(mime, data):
+            self.refused_frames += 1
+            return True  # a size that cannot be vouched for is not decoded
         if size is None or fits(size, self._max_size):
             return False
         self.oversized = size
