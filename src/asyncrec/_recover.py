@@ -92,18 +92,11 @@ async def recover(url: str, *, finish: bool = True, retry_for: float = 60.0, min
         results = []
         for name in sorted(keys):
             result = Recovered(f"s3://{bucket}/{name}")
+            # min_age 0: no upload is taken for live (the Date header has 1 s steps).
+            live_after = now - min_age if min_age > 0 else None
             try:
-                await _recover_one(
-                    client,
-                    bucket,
-                    name,
-                    uploads.get(name, []),
-                    tails.get(name, []),
-                    finish,
-                    retry_for,
-                    now - min_age,
-                    result,
-                )
+                found = (uploads.get(name, []), tails.get(name, []))
+                await _recover_one(client, bucket, name, *found, finish, retry_for, live_after, result)
             except Exception as exc:  # noqa: BLE001 - said in its result; the other recordings go on
                 result.problems.append(f"failed: {_describe(exc)} (nothing removed: try again)")
             results.append(result)
@@ -155,8 +148,11 @@ async def _parts(client: Any, bucket: str, key: str, upload_id: str) -> list[dic
 
 async def _get(client: Any, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
     answer = await client.get_object(Bucket=bucket, Key=key)
-    async with answer["Body"] as body:
+    body = answer["Body"]  # read, then closed (its "async with" differs between versions)
+    try:
         return await body.read(), dict(answer.get("Metadata", {}))
+    finally:
+        body.close()
 
 
 async def _exists(client: Any, bucket: str, key: str) -> bool:
@@ -268,9 +264,12 @@ async def _rewrite(
         try:
             if has_parts:
                 answer = await client.get_object(Bucket=bucket, Key=key)
-                async with answer["Body"] as body:
+                body = answer["Body"]
+                try:
                     while data := await body.read(_READ):
                         await asyncio.to_thread(file.write, data)
+                finally:
+                    body.close()
             await asyncio.to_thread(file.write, extra)
         finally:
             await asyncio.to_thread(file.close)
