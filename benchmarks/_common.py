@@ -48,6 +48,46 @@ MP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
 SOURCE_TIME_BASE = Fraction(1, 90000)
 
 
+class LagProbe:
+    """Sleeps ``interval`` in a loop and records how late each wake-up is: the event loop's
+    lag, as the benchmarks measure it.
+
+    Samples are ``(seconds since start, lag in seconds)``, so start-up stalls (codec open,
+    container header) can be told apart from the steady state.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._start = 0.0
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def take(self) -> list[tuple[float, float]]:
+        """The samples so far; later ones go to a new list."""
+        samples, self.samples = self.samples, []
+        return samples
+
+    def lags(self) -> list[float]:
+        """The lags taken (seconds): :meth:`take` without the times."""
+        return [lag for _, lag in self.take()]
+
+    async def stop(self) -> None:
+        """End the probe (waiting for its task; the caller's own cancellation goes on)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)  # the measurement: how late the loop wakes
+            self.samples.append((before - self._start, time.perf_counter() - before - self.interval))
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``"1280x720"`` -> ``(1280, 720)``."""
     width, _, height = text.lower().partition("x")

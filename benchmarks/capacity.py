@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import inspect
 import math
 import os
@@ -62,6 +61,7 @@ from av.audio.stream import AudioStream
 
 from _common import (
     GOP_SIZE,
+    LagProbe,
     WriteOnlySink,
     YuvArray,
     container_options,
@@ -89,34 +89,6 @@ TICK = 0.010
 #: From this fraction of the raw limit on, the ladder goes one recording at a time.
 NEAR_LIMIT = 0.75
 SIDES = ("asyncrec", "aiortc")
-
-
-class Ticker:
-    """Sleeps ``TICK`` in a loop and records how late each wake-up is (s)."""
-
-    def __init__(self) -> None:
-        self.lag: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def take(self) -> list[float]:
-        """The samples so far; later ones go to a new list."""
-        lag, self.lag = self.lag, []
-        return lag
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(TICK)
-            self.lag.append(time.perf_counter() - before - TICK)
 
 
 class CountingTrack(MediaStreamTrack):
@@ -230,7 +202,7 @@ def _media(video_frames: int, audio_frames: int) -> float:
 
 
 async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
-    ticker = Ticker()
+    ticker = LagProbe(TICK)
     ticker.start()
     sources = [live_tracks(pool) for _ in range(n)]
     recorders = [MediaRecorder(MediaStream(list(tracks)), mimeType=MIME) for tracks in sources]
@@ -262,7 +234,7 @@ async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) 
         video, audio = recorder.statistics().tracks
         behind.append(now - start - _media(video.frames_encoded, audio.frames_encoded))
     step = Step(
-        "asyncrec", n, now - started[0], behind, ticker.take(), time.process_time() - cpu, machine.busy(), errors=errors
+        "asyncrec", n, now - started[0], behind, ticker.lags(), time.process_time() - cpu, machine.busy(), errors=errors
     )
 
     await asyncio.gather(*(recorder.stop() for recorder in recorders))
@@ -283,7 +255,7 @@ async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) 
 
 
 async def run_aiortc(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
-    ticker = Ticker()
+    ticker = LagProbe(TICK)
     ticker.start()
     sources = [tuple(CountingTrack(track) for track in live_tracks(pool)) for _ in range(n)]
     recorders = []
@@ -303,7 +275,7 @@ async def run_aiortc(n: int, pool: list[YuvArray], seconds: float, tmp: Path) ->
     behind = [
         now - start - _media(video.frames, audio.frames) for (video, audio), start in zip(sources, started, strict=True)
     ]
-    step = Step("aiortc", n, now - started[0], behind, ticker.take(), time.process_time() - cpu, machine.busy())
+    step = Step("aiortc", n, now - started[0], behind, ticker.lags(), time.process_time() - cpu, machine.busy())
     step.video_frames = sum(video.frames for video, _ in sources)
     # Whatever it has not taken yet is not its loss: the window is over.
     for recorder in recorders:

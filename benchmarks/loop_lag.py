@@ -34,6 +34,7 @@ from aiortc.contrib.media import MediaRecorder as AiortcRecorder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from _common import (
+    LagProbe,
     MediaCounts,
     YuvArray,
     count_media,
@@ -145,40 +146,6 @@ class Source:
             self.max_backlog[1] = max(self.max_backlog[1], self.audio.queue.qsize())
 
 
-class LagProbe:
-    """Sleeps ``PROBE_INTERVAL`` in a loop and records how late each wake-up is.
-
-    Samples are ``(seconds since start, lag in seconds)``, so start-up stalls (codec open,
-    container header) can be told apart from the steady state.
-    """
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._start = 0.0
-
-    def start(self) -> None:
-        self._start = time.perf_counter()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def take(self) -> list[tuple[float, float]]:
-        """The samples so far; later ones go to a new list."""
-        samples, self.samples = self.samples, []
-        return samples
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(PROBE_INTERVAL)
-            self.samples.append((before - self._start, time.perf_counter() - before - PROBE_INTERVAL))
-
-
 @dataclass
 class Result:
     mode: str
@@ -210,7 +177,7 @@ async def _drain(track: QueueTrack) -> None:
 
 async def run_mode(mode: str, pool: list[YuvArray], fps: float, duration: float, tmp: Path) -> Result:
     source = Source(pool, fps, duration)
-    probe = LagProbe()
+    probe = LagProbe(PROBE_INTERVAL)
     probe.start()
     output: bytes | Path | None = None
     stats: RecorderStatistics | None = None

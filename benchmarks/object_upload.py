@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _common import LagProbe
+
 PART = 8 * 1024 * 1024
 CHUNK = 256 * 1024
 BUCKET = "asyncrec-bench"
@@ -34,15 +36,6 @@ BUCKET = "asyncrec-bench"
 def cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-async def worst_lag(stop: asyncio.Event) -> float:
-    worst, tick = 0.0, 0.01
-    while not stop.is_set():
-        before = time.perf_counter()
-        await asyncio.sleep(tick)  # the measurement: how late the loop wakes
-        worst = max(worst, time.perf_counter() - before - tick)
-    return worst
 
 
 async def with_aiobotocore(chunks: list[bytes], key: str) -> None:
@@ -93,14 +86,15 @@ Upload = Callable[[list[bytes], str], Awaitable[None]]
 
 
 async def measure(name: str, run: Upload, chunks: list[bytes]) -> dict[str, float]:
-    stop = asyncio.Event()
-    lag = asyncio.ensure_future(worst_lag(stop))
+    probe = LagProbe(0.010)
+    probe.start()
     started, cpu_before = time.perf_counter(), cpu()
     await run(chunks, f"{name}-{time.monotonic_ns()}")
     elapsed, cpu_used = time.perf_counter() - started, cpu() - cpu_before
-    stop.set()
+    await probe.stop()
     size = sum(map(len, chunks))
-    return {"mib_s": size / 2**20 / elapsed, "cpu_per_gib": cpu_used / (size / 2**30), "lag_ms": await lag * 1000}
+    worst = max(probe.lags(), default=0.0)
+    return {"mib_s": size / 2**20 / elapsed, "cpu_per_gib": cpu_used / (size / 2**30), "lag_ms": worst * 1000}
 
 
 async def bench(mib: int, repeat: int) -> None:
