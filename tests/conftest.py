@@ -178,6 +178,13 @@ def s3() -> Iterator[CephS3]:
 
 
 @pytest.fixture
+def s3_env(s3: CephS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard AWS variables pointing at the test server (as a user configures it)."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
 async def bucket(s3: CephS3) -> AsyncIterator[str]:
     """A new, empty bucket on ``s3`` (a unique name); afterwards its multipart uploads are
     aborted, its objects deleted and the bucket with them (the gateway started again first

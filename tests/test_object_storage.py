@@ -39,13 +39,6 @@ HERE = Path(__file__).parent
 TIMEOUT = 60.0
 
 
-@pytest.fixture
-def s3_env(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The standard AWS variables pointing at the test server (as a user configures it)."""
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-
-
 async def get(bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
     async with s3_client() as client:
         answer = await client.get_object(Bucket=bucket, Key=key)

@@ -13,7 +13,6 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,17 +23,32 @@ from asyncrec._object_storage import TAIL_SUFFIX, s3_client
 from load_balancer import Nginx
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
 from test_browser import CHROMIUM_ARGS, chromium  # noqa: F401 - the fixture, requested by name below
-from whip_client import Publisher, serve_process
+from whip_client import Publisher, ServeProcess, serve_process
 
 TIMEOUT = 60.0
 WORKERS = ("01", "02", "03")
 RECORD_FOR = 4.0
 
 
-@pytest.fixture
-def s3_env(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+async def behind_nginx(
+    stack: contextlib.AsyncExitStack, bucket: str, tmp_path: Path, ids: tuple[str, ...], *args: str
+) -> tuple[dict[str, ServeProcess], Nginx]:
+    """``asyncrec serve`` workers ``ids`` recording to ``s3://bucket/rec`` (with ``args``),
+    and nginx in front of them; all stopped when ``stack`` closes."""
+    workers = {}
+    for worker in ids:
+        process = serve_process(
+            f"s3://{bucket}/rec",  # type: ignore[arg-type]
+            "--worker-id",
+            worker,
+            "--timeslice",
+            "200",
+            *args,
+            log=tmp_path / f"worker-{worker}.log",
+        )
+        workers[worker] = await stack.enter_async_context(process)
+    ports = [(worker, "127.0.0.1", URL(server.url).port or 0) for worker, server in workers.items()]
+    return workers, await stack.enter_async_context(Nginx(ports))
 
 
 def worker_of(location: str) -> str:
@@ -78,22 +92,7 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
     s3_env: None, bucket: str, tmp_path: Path, loopback_ice: None
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        workers = {}
-        for worker in WORKERS:
-            process = serve_process(
-                f"s3://{bucket}/rec",  # type: ignore[arg-type]
-                "--worker-id",
-                worker,
-                "--timeslice",
-                "200",
-                "--drain-timeout",
-                "30",
-                log=tmp_path / f"worker-{worker}.log",
-            )
-            workers[worker] = await stack.enter_async_context(process)
-        lb = await stack.enter_async_context(
-            Nginx([(worker, "127.0.0.1", URL(server.url).port or 0) for worker, server in workers.items()])
-        )
+        workers, lb = await behind_nginx(stack, bucket, tmp_path, WORKERS, "--drain-timeout", "30")
         http = await stack.enter_async_context(aiohttp.ClientSession())
         publishers = [await stack.enter_async_context(Publisher()) for _ in range(6)]
         for publisher in publishers:
@@ -119,7 +118,7 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
             await late.publish(http, f"{lb.url.rstrip('/')}/whip")
             assert worker_of(late.location or "") == "03"  # past the dead and the draining one
             await late.wait_connected()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)  # media to record, with room for a loaded machine's start
             assert await late.delete(http) == 200
         for publisher, worker in held.items():
             if worker != "01":
@@ -130,7 +129,7 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
     finished = await wait_for_objects(bucket, 5)
     assert Counter(key.split("-")[1] for key in finished) == {"02": 2, "03": 3}
     for key, data in finished.items():
-        check_recording(tmp_path, key, data, at_least=0.8)  # the late one: about 1 s
+        check_recording(tmp_path, key, data, at_least=0.8)  # the late one: about 2 s
     # 01's two were abandoned uploads: recover completes them, losing at most the tail.
     results = await recover(f"s3://{bucket}/rec/", min_age=0)
     assert len(results) == 2
@@ -160,20 +159,7 @@ async def test_chromium_publishes_through_nginx_from_a_workers_page(
     from playwright.async_api import async_playwright
 
     async with contextlib.AsyncExitStack() as stack:
-        workers = {}
-        for worker in ("01", "02"):
-            process = serve_process(
-                f"s3://{bucket}/rec",  # type: ignore[arg-type]
-                "--worker-id",
-                worker,
-                "--timeslice",
-                "200",
-                log=tmp_path / f"worker-{worker}.log",
-            )
-            workers[worker] = await stack.enter_async_context(process)
-        lb = await stack.enter_async_context(
-            Nginx([(worker, "127.0.0.1", URL(server.url).port or 0) for worker, server in workers.items()])
-        )
+        _, lb = await behind_nginx(stack, bucket, tmp_path, ("01", "02"))
         playwright = await stack.enter_async_context(async_playwright())
         args = [*CHROMIUM_ARGS, "--allow-loopback-in-peer-connection"]
         browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=args)

@@ -19,12 +19,6 @@ from whip_client import SDP, Publisher
 TIMEOUT = 30.0
 
 
-@pytest.fixture
-def s3_env(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-
-
 async def objects(bucket: str) -> dict[str, int]:
     async with s3_client() as client:
         answer = await client.list_objects_v2(Bucket=bucket)
