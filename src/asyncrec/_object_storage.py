@@ -81,26 +81,42 @@ def mime_for_key(key: str) -> str:
 _LOADER: Any = None
 
 
+def _load_botocore() -> Any:
+    """Import aiobotocore and load botocore's S3 model (large JSON files): about a second
+    of blocking work the first time, done once per process, on a thread."""
+    global _LOADER
+    if _LOADER is None:
+        from aiobotocore.session import get_session
+
+        loader = get_session().get_component("data_loader")  # caches what it loads
+        for name in ("service-2", "endpoint-rule-set-1"):
+            loader.load_service_model("s3", name)
+        _LOADER = loader
+    return _LOADER
+
+
+async def prepare_s3() -> None:
+    """Do the first use's slow part now, off the event loop (a server calls it at start,
+    so that its first session's upload does not wait for it). Idempotent."""
+    if _LOADER is None:
+        await asyncio.to_thread(_load_botocore)
+
+
 @contextlib.asynccontextmanager
 async def s3_client() -> AsyncIterator[Any]:
     """An aiobotocore S3 client configured from the environment and the AWS files (read
     anew for each client, as botocore does for each session).
 
-    botocore's service model (large JSON files) is loaded once per process, on a thread,
-    and shared, so that creating a client does not hold the event loop for long. Retries
-    are botocore's "standard" mode (connection errors, throttling, 5xx) on top of which
-    the sink retries for ``retry_for`` seconds.
+    aiobotocore's import and botocore's service model are loaded once per process, on a
+    thread (:func:`prepare_s3`), and shared, so that creating a client does not hold the
+    event loop for long. Retries are botocore's "standard" mode (connection errors,
+    throttling, 5xx) on top of which the sink retries for ``retry_for`` seconds.
     """
-    global _LOADER
+    await prepare_s3()
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
     session = get_session()
-    if _LOADER is None:
-        loader = session.get_component("data_loader")  # caches what it loads
-        for name in ("service-2", "endpoint-rule-set-1"):
-            await asyncio.to_thread(loader.load_service_model, "s3", name)
-        _LOADER = loader
     session.register_component("data_loader", _LOADER)
     config = AioConfig(
         retries={"max_attempts": 3, "mode": "standard"},
@@ -237,6 +253,7 @@ class ObjectSink:
         #: Bytes written since the last tail piece, and where they start.
         self._unsaved = bytearray()
         self._unsaved_from = 0
+        self._unsaved_written = asyncio.Event()
         #: Tail pieces in the storage: (offset, end).
         self._tails: list[tuple[int, int]] = []
         self._spool: FileSink | None = None
@@ -285,6 +302,7 @@ class ObjectSink:
         self._buffer += data
         if self.tail_every is not None:
             self._unsaved += data
+            self._unsaved_written.set()
         self.bytes_written += len(data)
         if self._spool is not None:
             try:
@@ -325,8 +343,7 @@ class ObjectSink:
             await self._uploader
             if self._tail_task is not None:
                 self._tail_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tail_task
+                await asyncio.wait([self._tail_task])  # its own cancellation, not the caller's
             if self._error is not None:
                 raise self._error
             finished = False
@@ -442,17 +459,19 @@ class ObjectSink:
             self._room.set()
 
     async def _put_tails(self) -> None:
-        """Every ``tail_every`` seconds, put the bytes written since the last piece as a
-        tail piece (``KEY.asyncrec-tail/OFFSET``): after a crash, :func:`recover` appends
-        the pieces after the uploaded parts. Each byte goes up once as a piece, and the
-        pieces a part covers are removed once it is uploaded."""
+        """Put the bytes written since the last piece as a tail piece
+        (``KEY.asyncrec-tail/OFFSET``), the first ones at once, then at most every
+        ``tail_every`` seconds: after a crash, :func:`recover` appends the pieces after the
+        uploaded parts. Each byte goes up once as a piece, and the pieces a part covers are
+        removed once it is uploaded."""
         assert self._upload is not None
         assert self.tail_every is not None
         upload = self._upload
         while True:
-            await asyncio.sleep(self.tail_every)  # periodic by design: the crash-loss bound
-            if not self._unsaved:
-                continue
+            # As soon as there are bytes to save (the first ones at once), then at most one
+            # piece per tail_every: the crash-loss bound.
+            await self._unsaved_written.wait()
+            self._unsaved_written.clear()
             offset, data = self._unsaved_from, bytes(self._unsaved)
             metadata = {"upload-id": upload.upload_id, "offset": str(offset)}
             try:
@@ -465,10 +484,12 @@ class ObjectSink:
                 )
             except Exception as exc:  # noqa: BLE001 - the parts are what counts; the next try covers these bytes
                 logger.warning("%s: a tail piece failed (%s); retried with the next", self.url, _describe(exc))
-                continue
-            del self._unsaved[: len(data)]  # what came meanwhile stays for the next piece
-            self._unsaved_from = offset + len(data)
-            self._tails.append((offset, offset + len(data)))
+                self._unsaved_written.set()
+            else:
+                del self._unsaved[: len(data)]  # what came meanwhile stays for the next piece
+                self._unsaved_from = offset + len(data)
+                self._tails.append((offset, offset + len(data)))
+            await asyncio.sleep(self.tail_every)  # periodic by design: the crash-loss bound
 
     async def _delete_tails(self, *, until: int | None) -> None:
         """Remove the tail pieces that end at or before ``until`` (all: None)."""
@@ -603,6 +624,7 @@ def _remove(path: str) -> None:
 
 __all__ = [
     "MIN_PART_SIZE",
+    "prepare_s3",
     "tail_key",
     "PART_SIZE",
     "TAIL_SUFFIX",

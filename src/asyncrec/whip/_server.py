@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .._object_storage import prepare_s3
 from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
 from ._library import Library
@@ -222,6 +223,12 @@ def create_app(
         await storage.stop()
 
     app.on_startup.append(start_storage)
+    if to_objects:
+
+        async def prepare_objects(_app: web.Application) -> None:
+            await prepare_s3()  # the first session's upload then starts at once
+
+        app.on_startup.append(prepare_objects)
     app.on_cleanup.append(stop_storage)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", no_icon)
