@@ -214,8 +214,13 @@ def names(folder: Path) -> list[str]:
 
 
 def finished_recordings(folder: Path) -> list[Path]:
-    """The finished recordings in ``folder`` (no ``.part`` files, no dot files)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".part")
+    """The finished recordings in ``folder``: no dot files, no ``.part`` files, and not the
+    ``.repairing`` copy a ``.part`` file becomes for a moment while it is finished."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".part", ".repairing")
+    )
 
 
 def check_recording(
