@@ -1,12 +1,15 @@
 """Setting up a recording's container and encoders (on the worker thread).
 
 Everything the muxer and the encoders are asked to do is here: the muxer options that
-make it write short clusters/fragments/pages into a write-only sink, and each stream's
-encoder settings.
+make it write short clusters/fragments/pages into a write-only sink, each stream's
+encoder settings, and the streams of copied tracks (their parameters read from their
+first frame: picture size, H.264 parameter sets, an ``OpusHead``).
 """
 
 from __future__ import annotations
 
+import io
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,7 +20,8 @@ from av.video.stream import VideoStream
 
 from ._audio import AUDIO_RATE, AUDIO_TIME_BASE
 from ._chunks import WriteOnlySink
-from ._formats import CodecSpec, Format
+from ._encoded import EncodedFrame, h264_parameter_sets, opus_head
+from ._formats import CODECS, CodecSpec, Format
 from ._video import VIDEO_TIME_BASE, codec_threads, recording_size
 
 #: How long the muxer waits for a late track before writing the others (microseconds).
@@ -53,8 +57,8 @@ class StreamSetup:
     """What is known of a track when the header is written."""
 
     kind: str
-    #: Its first frame (None if it sent nothing in time).
-    first: av.VideoFrame | av.AudioFrame | None
+    #: Its first frame (None if it sent nothing in time); an encoded one is copied.
+    first: av.VideoFrame | av.AudioFrame | EncodedFrame | None
     #: The frame rate its source declares (``frame_rate`` on the track), else None:
     #: the file then declares none and players follow the timestamps (variable rate).
     frame_rate: Fraction | None = None
@@ -74,7 +78,9 @@ def open_container(
     streams: list[Stream] = []
     try:
         for setup in setups:
-            if setup.kind == "video":
+            if isinstance(setup.first, EncodedFrame):
+                streams.append(_add_copy(container, setup.first))
+            elif setup.kind == "video":
                 assert fmt.video is not None
                 first = setup.first if isinstance(setup.first, av.VideoFrame) else None
                 streams.append(_add_video(container, fmt.video, first, setup.frame_rate, settings))
@@ -154,6 +160,48 @@ def _add_video(
     asked = settings.key_frame_count is not None or settings.key_frame_interval is not None
     ctx.gop_size = 1 << 20 if asked else 300
     ctx.thread_count = codec_threads(spec.encoder, width, height)
+    return stream
+
+
+_templates: dict[str, Stream] = {}
+_template_holder: list[OutputContainer] = []
+_templates_lock = threading.Lock()
+
+
+def _template(encoder: str) -> Stream:
+    """A stream of ``encoder``'s codec, never opened: what a copied stream is made from
+    (PyAV adds a stream with a codec context, to set extradata on, only from a template)."""
+    with _templates_lock:
+        template = _templates.get(encoder)
+        if template is None:
+            if not _template_holder:
+                _template_holder.append(av.open(io.BytesIO(), mode="w", format="matroska"))
+            added = _template_holder[0].add_stream(encoder)
+            assert isinstance(added, VideoStream | AudioStream)
+            template = _templates[encoder] = added
+        return template
+
+
+def _add_copy(container: OutputContainer, first: EncodedFrame) -> Stream:
+    """A stream for the copied frames of a track, set up from its first frame (a key
+    frame, for video). Raises ValueError for a codec the container does not take."""
+    spec = CODECS[first.codec]
+    stream = container.add_stream_from_template(_template(spec.encoder), opaque=True)
+    assert isinstance(stream, VideoStream | AudioStream)
+    if isinstance(stream, VideoStream):
+        video = stream.codec_context
+        video.width, video.height = first.size or DEFAULT_VIDEO_SIZE
+        video.pix_fmt = "yuv420p"
+        video.time_base = stream.time_base = VIDEO_TIME_BASE
+        if first.codec == "avc1":
+            video.extradata = h264_parameter_sets(first.data)
+    else:
+        audio = stream.codec_context
+        audio.sample_rate = AUDIO_RATE
+        audio.layout = "stereo"
+        audio.time_base = stream.time_base = AUDIO_TIME_BASE
+        if first.codec == "opus":
+            audio.extradata = opus_head()
     return stream
 
 

@@ -234,6 +234,26 @@ def _requested(mime: MimeType) -> tuple[ContainerSpec, CodecSpec | None, CodecSp
     return container, video, audio
 
 
+def copyable_codecs(mime_type: str, fmt: Format) -> tuple[frozenset[str], frozenset[str]]:
+    """The codec ids a recording of ``fmt`` may copy as they come, (video, audio): the one
+    ``mime_type`` names for a kind, else every one the container holds for it; none for a
+    kind ``fmt`` does not record."""
+    named_video = named_audio = None
+    parsed = parse_mime_type(mime_type) if mime_type else None
+    if parsed is not None:
+        _, named_video, named_audio = _requested(parsed)
+
+    def codecs(recorded: CodecSpec | None, named: CodecSpec | None, held: tuple[str, ...]) -> frozenset[str]:
+        if recorded is None:
+            return frozenset()
+        return frozenset({named.id} if named is not None else held)
+
+    return (
+        codecs(fmt.video, named_video, fmt.container.video),
+        codecs(fmt.audio, named_audio, fmt.container.audio),
+    )
+
+
 @functools.cache
 def muxer_available(muxer: str) -> bool:
     """Whether the installed PyAV has the muxer ``muxer``."""

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import av
 
+from ._encoded import EncodedFrame
+
 #: Per track, bytes of video frames waiting for the worker (about 11 frames of 720p),
 #: and at most this many frames whatever their size (latency).
 VIDEO_QUEUE_BYTES = 16 * 1024 * 1024
@@ -53,7 +55,8 @@ class FrameItem:
     """A frame and its place on the recording's clock."""
 
     track: int
-    frame: av.VideoFrame | av.AudioFrame
+    #: A decoded frame, or an encoded one to copy.
+    frame: av.VideoFrame | av.AudioFrame | EncodedFrame
     #: Media time (s) on the recording's clock.
     time: float
     #: When it arrived (monotonic s): the worker drops real-time video gone stale.
@@ -100,6 +103,7 @@ class HandOff:
     """A thread-safe queue bounded in bytes per track (see the module docstring)."""
 
     def __init__(self, kinds: list[str], loop: asyncio.AbstractEventLoop) -> None:
+        self._kinds = list(kinds)
         self._limits = [VIDEO_QUEUE_BYTES if kind == "video" else AUDIO_QUEUE_BYTES for kind in kinds]
         self._max_frames = [VIDEO_QUEUE_FRAMES if kind == "video" else 0 for kind in kinds]
         self._bytes = [0] * len(kinds)
@@ -143,6 +147,13 @@ class HandOff:
             for n, (front, ended) in enumerate(zip(self._front, self._ended, strict=True))
             if n != item.track
         )
+
+    def bytes_only(self, track: int, on: bool = True) -> None:
+        """Bound ``track`` by bytes alone (copied video: its frames are small, and one
+        that does not fit breaks the stream until the next key frame), or again by
+        frames too."""
+        with self._cond:
+            self._max_frames[track] = 0 if on or self._kinds[track] != "video" else VIDEO_QUEUE_FRAMES
 
     def track_ended(self, track: int) -> None:
         """``track`` sends no more: nobody waits for it."""

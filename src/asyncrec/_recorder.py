@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from ._container import WorkerSettings
+from ._copy import CopyPolicy
 from ._errors import (
     AsyncrecError,
     InvalidModificationError,
@@ -36,7 +37,9 @@ from ._events import (
 from ._formats import (
     DEFAULT_AUDIO_BITS_PER_SECOND,
     DEFAULT_VIDEO_BITS_PER_SECOND,
+    Format,
     check_type,
+    copyable_codecs,
     is_type_supported,
     resolve_format,
     split_bits_per_second,
@@ -119,6 +122,9 @@ class MediaRecorder:
         audio_bps = unsigned("audioBitsPerSecond", audioBitsPerSecond)
         video_bps = unsigned("videoBitsPerSecond", videoBitsPerSecond)
         self._constrained_bps = unsigned("bitsPerSecond", bitsPerSecond)
+        # What copying a WebRTC peer's frames cannot honour: a bitrate asked for.
+        self._video_bps_asked = video_bps is not None or self._constrained_bps is not None
+        self._audio_bps_asked = audio_bps is not None or self._constrained_bps is not None
         self._key_frame_count = unsigned("videoKeyFrameIntervalCount", videoKeyFrameIntervalCount)
         self._key_frame_duration = milliseconds("videoKeyFrameIntervalDuration", videoKeyFrameIntervalDuration)
         check_type(mimeType)
@@ -292,7 +298,7 @@ class MediaRecorder:
             independent_chunks=self._independent_chunks,
             max_video_size=self._max_video_size,
         )
-        recording = Recording(self, fmt, tracks, settings)
+        recording = Recording(self, fmt, tracks, settings, self._copy_policy(fmt))
         self._state = "recording"
         self._mime_type = self._constrained_mime
         self._recording = self._last_recording = recording
@@ -306,6 +312,18 @@ class MediaRecorder:
             recording.start_dispatched = True
 
         return self._completion(recording.emit_start(set_mime_type))
+
+    def _copy_policy(self, fmt: Format) -> CopyPolicy:
+        """What tracks received by aiortc may be copied as they come: codecs the type
+        allows, unless an option asks for what copying cannot honour (a bitrate, a
+        key-frame interval, independent chunks; constant-bitrate audio)."""
+        video, audio = copyable_codecs(self._constrained_mime, fmt)
+        keys_asked = self._key_frame_count is not None or self._key_frame_duration is not None
+        if self._video_bps_asked or keys_asked or self._independent_chunks:
+            video = frozenset()
+        if self._audio_bps_asked or self._audio_bitrate_mode == "constant" or self._independent_chunks:
+            audio = frozenset()
+        return CopyPolicy(video, audio, self._max_video_size)
 
     def stop(self) -> Completion:
         """Stop recording: the final ``"dataavailable"``, then ``"stop"``.

@@ -2,8 +2,10 @@
 hand-off, worker thread and its own ordered queue of events.
 
 Each ``start()`` makes one :class:`Recording`. It subscribes one input per track to the
-track's fan-out (see :mod:`asyncrec._fanout`), stamps frames on its clock (see
-:mod:`asyncrec._clock`), and hands them to its worker (see :mod:`asyncrec._worker`).
+track's fan-out (see :mod:`asyncrec._fanout`), or, for a track received by aiortc that
+can be copied, to its receiver's encoded frames (see :mod:`asyncrec._copy`), stamps
+frames on its clock (see :mod:`asyncrec._clock`), and hands them to its worker (see
+:mod:`asyncrec._worker`).
 Its events wait in its own queue in the order the spec gives them: a ``requestData()``
 or ``stop()`` reserves the place of its chunk, so an event asked for later (``pause``)
 cannot overtake it, and the recorder dispatches recordings strictly one after the other.
@@ -24,9 +26,12 @@ from typing import Protocol
 
 import av
 
+from ._aiortc_tap import tap_for
 from ._chunks import Chunk
 from ._clock import RecordingClock
 from ._container import WorkerSettings
+from ._copy import CopyInput, CopyPolicy
+from ._encoded import EncodedFrame
 from ._errors import AsyncrecError, QuotaExceededError
 from ._events import BlobEvent, Event
 from ._fanout import Arrival, TrackFanout, fanout
@@ -143,6 +148,15 @@ class TrackInput:
         self._samples_seen = 0.0
         self.fanout: TrackFanout | None = None  # set when subscribed
 
+    def attach(self) -> None:
+        """Subscribe to the track's fan-out."""
+        fan = self.fanout = fanout(self.track)
+        fan.subscribe(self)
+
+    def detach(self) -> None:
+        if self.fanout is not None:
+            self.fanout.unsubscribe(self)
+
     def push(self, arrival: Arrival) -> asyncio.Future[None] | None:
         recording = self._recording
         if recording.stopping:
@@ -229,12 +243,21 @@ class TrackInput:
 class Recording:
     """One recording (see the module docstring)."""
 
-    def __init__(self, owner: RecordingOwner, fmt: Format, tracks: list[Track], settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        owner: RecordingOwner,
+        fmt: Format,
+        tracks: list[Track],
+        settings: WorkerSettings,
+        copy_policy: CopyPolicy | None = None,
+    ) -> None:
         self._owner = owner
         self._loop = asyncio.get_running_loop()
         self.format = fmt
         self.tracks = tracks
-        self.inputs = [TrackInput(self, i, track) for i, track in enumerate(tracks)]
+        #: Which tracks received by aiortc may be recorded by copying their frames.
+        self.copy_policy = copy_policy or CopyPolicy()
+        self.inputs: list[TrackInput | CopyInput] = [self._input(i, track) for i, track in enumerate(tracks)]
         domains = [_domain(t) for t in tracks]
         self.clock = RecordingClock(domains, [i.declared for i in self.inputs])
         self.handoff = HandOff([t.kind for t in tracks], self._loop)
@@ -253,7 +276,6 @@ class Recording:
             self.counters,
             self.outflow,
         )
-        self._fanouts: list[TrackFanout] = []
         self.slots: deque[Slot] = deque()
         #: Completes once ``stop`` has been dispatched and everything is released.
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -275,14 +297,39 @@ class Recording:
         self.chunks_out = 0
         self.bytes_out = 0
 
+    def _input(self, index: int, track: Track) -> TrackInput | CopyInput:
+        """The track's frames copied if it is received by aiortc and the policy allows
+        its kind (the codec is judged on its first frame), else decoded frames."""
+        codecs = self.copy_policy.video if track.kind == "video" else self.copy_policy.audio
+        tap = tap_for(track) if codecs else None
+        return TrackInput(self, index, track) if tap is None else CopyInput(self, index, track, tap)
+
     # -- lifetime -----------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker and subscribe to every track."""
         self._worker.start()
         for track_input in self.inputs:
-            fan = track_input.fanout = fanout(track_input.track)
-            self._fanouts.append(fan)
-            fan.subscribe(track_input)
+            track_input.attach()
+
+    def transcode(self, index: int, frame: EncodedFrame | None = None) -> None:
+        """Record track ``index`` by decoding it after all (its codec or picture cannot be
+        copied, or the worker wrote the header without it). Decoding starts with the
+        frame being handed on (``frame``), so nothing is lost by the switch."""
+        old = self.inputs[index]
+        if not isinstance(old, CopyInput) or self.stopping:
+            return
+        if frame is not None:
+            logger.info(
+                "track %s: %s %s is transcoded (the recorder's type or options do not allow copying it)",
+                old.track.id,
+                frame.kind,
+                frame.codec,
+            )
+        old.detach()
+        old.tap.want_decoded()
+        self.handoff.bytes_only(index, False)
+        new = self.inputs[index] = TrackInput(self, index, old.track)
+        new.attach()
 
     def stop(self, *, final_only: bool = True) -> None:
         """Stop taking frames; the worker encodes what it has, closes the file and reports.
@@ -299,9 +346,9 @@ class Recording:
         self._final_only = final_only
         self.outflow.set()  # the worker finishes whatever the backlog
         self.handoff.close()
-        for track_input, fan in zip(self.inputs, self._fanouts, strict=False):
+        for track_input in self.inputs:
             track_input.flush()
-            fan.unsubscribe(track_input)
+            track_input.detach()
         self._wake_running()
         self.handoff.control(Stop(self._video_end()))
 
@@ -452,6 +499,8 @@ class Recording:
             elif isinstance(output, Opened):
                 self.codecs = output.codecs
                 self.video_size = output.video_size
+                for index in output.encoded:
+                    self.transcode(index)  # no frame in time to copy: its stream encodes
                 self._release_start()
                 self._owner._recording_opened(self)
             elif isinstance(output, Failure):
@@ -483,6 +532,9 @@ class Recording:
                 frames_dropped=track_input.counters.dropped + self.counters.dropped[i],
                 frames_paused=track_input.counters.paused,
                 frames_invalid=track_input.counters.invalid,
+                copied=isinstance(track_input, CopyInput) and track_input.copying,
+                frames_lost=track_input.counters.lost if isinstance(track_input, CopyInput) else 0,
+                gaps=track_input.counters.gaps if isinstance(track_input, CopyInput) else 0,
             )
             for i, track_input in enumerate(self.inputs)
         )

@@ -13,7 +13,7 @@ class TrackStatistics:
     kind: str
     #: Frames received from the track (paused ones included).
     frames_in: int
-    #: Frames handed to the encoder.
+    #: Frames handed to the encoder (copied tracks: frames written).
     frames_encoded: int
     #: Video frames dropped because the encoder fell behind a live source.
     frames_dropped: int
@@ -21,6 +21,14 @@ class TrackStatistics:
     frames_paused: int
     #: Frames of the wrong type for the track (not an ``av.VideoFrame``/``av.AudioFrame``).
     frames_invalid: int
+    #: Whether the track's encoded frames are written as they came (a track received by
+    #: aiortc, copied: ``frames_encoded`` then counts frames written), not re-encoded.
+    copied: bool = False
+    #: Copied video: frames left out to bridge a gap (loss, a pause, a stalled worker)
+    #: to the next key frame.
+    frames_lost: int = 0
+    #: Copied tracks: gaps in what the sender sent (packets lost in the network).
+    gaps: int = 0
 
 
 @dataclass(frozen=True)

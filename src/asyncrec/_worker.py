@@ -14,6 +14,13 @@ then shifted so its earliest frame is at 0.
 When the encoder falls behind a real-time source, its video frames that have waited
 longer than ``STALE_AFTER`` are dropped (counted), oldest first, so the worker catches up
 with the audio, which is never dropped.
+
+A track whose first frame is an encoded one (:class:`~asyncrec._encoded.EncodedFrame`,
+a WebRTC peer's, see :mod:`asyncrec._copy`) is copied: its stream has no encoder, and
+each frame becomes one packet, at its place on the recording's clock. A copy track
+that sent nothing before the header is set up to encode instead (``Opened.encoded``
+tells the recording, which then decodes it); encoded frames that still reach it are
+not recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -37,8 +44,9 @@ from ._audio import AudioPath, silence_like
 from ._chunks import CUT_GRACE, Chunk, ChunkCutter
 from ._codec_strings import codec_string
 from ._container import StreamSetup, WorkerSettings, open_container, open_piece
+from ._encoded import EncodedFrame, opus_samples
 from ._errors import AsyncrecError, UnknownError, map_av_errors
-from ._formats import Format
+from ._formats import CODECS, Format
 from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
 from ._interleave import lower_dts, video_lead
 from ._video import VideoPath, black_frame, worker_finished, worker_started
@@ -72,6 +80,8 @@ class Opened:
     codecs: list[str]
     #: The video's picture size, None without video.
     video_size: tuple[int, int] | None = None
+    #: Tracks set up to be encoded (every track that is not copied).
+    encoded: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,7 +117,9 @@ class TrackInfo:
 @dataclass
 class _Track:
     info: TrackInfo
-    first: av.VideoFrame | av.AudioFrame | None = None
+    first: av.VideoFrame | av.AudioFrame | EncodedFrame | None = None
+    #: Its frames are copied, not encoded.
+    copy: bool = False
     stream: VideoStream | AudioStream | None = None
     last_pts: int = -1
     frames_since_key: int = 0
@@ -303,6 +315,14 @@ class RecordingWorker:
         # Tracks of one clock domain may start before the first frame that arrived
         # (negative times): the recording starts at its earliest frame.
         self._start = min(0.0, min((item.time for item in held), default=0.0))
+        # A copied track's codec is the stream's, whatever the type's default for its kind.
+        for track in self._tracks:
+            if isinstance(track.first, EncodedFrame):
+                copied = CODECS[track.first.codec]
+                if track.info.kind == "video":
+                    self._fmt = replace(self._fmt, video=copied)
+                else:
+                    self._fmt = replace(self._fmt, audio=copied)
         setups = [
             StreamSetup(t.info.kind, t.first, t.info.frame_rate or measured_rate([i for i in held if i.track == n]))
             for n, t in enumerate(self._tracks)
@@ -327,10 +347,13 @@ class RecordingWorker:
             codecs.append(codec_string(spec, self._fmt.container.muxer, stream, setup.frame_rate))
         video = next((s for s in streams if isinstance(s, VideoStream)), None)
         size = None if video is None else (video.codec_context.width, video.codec_context.height)
-        self._outputs.append(Opened(codecs, size))
+        encoded = [n for n, setup in enumerate(setups) if not isinstance(setup.first, EncodedFrame)]
+        self._outputs.append(Opened(codecs, size, encoded))
         for track, stream in zip(self._tracks, streams, strict=True):
             track.stream = stream
-            if isinstance(stream, VideoStream):
+            if isinstance(track.first, EncodedFrame):
+                track.copy = True
+            elif isinstance(stream, VideoStream):
                 track.video = VideoPath(stream)
             else:
                 assert self._fmt.audio is not None
@@ -352,9 +375,14 @@ class RecordingWorker:
             elif self._cutter.due(at * 1000):
                 self._next_piece(at_ms=at * 1000)
         started = time.perf_counter()
+        if track.copy != isinstance(item.frame, EncodedFrame):
+            self.counters.dropped[item.track] += 1  # the recording switches this track to decoding
+            return
         try:
             with map_av_errors(f"encoding {track.info.kind}"):
-                if track.video is not None:
+                if track.copy:
+                    packets = [self._copy_packet(track, item, at)]
+                elif track.video is not None:
                     packets = self._encode_video(track, item, at)
                 else:
                     assert track.audio is not None
@@ -391,6 +419,24 @@ class RecordingWorker:
                 track.last_key_time = at
         track.frames_since_key += 1
         return packets
+
+    def _copy_packet(self, track: _Track, item: FrameItem, at: float) -> av.Packet[Any]:
+        """An encoded frame as a packet of its track's stream, at ``at`` (s)."""
+        frame = item.frame
+        assert isinstance(frame, EncodedFrame)
+        assert track.stream is not None
+        time_base = track.stream.time_base
+        assert time_base is not None
+        packet = av.Packet(frame.data)
+        packet.stream = track.stream
+        packet.time_base = time_base
+        pts = max(round(at / time_base), track.last_pts + 1)
+        track.last_pts = pts
+        packet.pts = packet.dts = pts
+        if frame.codec == "opus":
+            packet.duration = round(Fraction(opus_samples(frame.data), 48_000) / time_base)
+        packet.is_keyframe = frame.key
+        return packet
 
     def _key_frame_due(self, track: _Track, at: float) -> bool:
         count = self._settings.key_frame_count
@@ -472,6 +518,8 @@ class RecordingWorker:
                 try:
                     with map_av_errors("flushing the encoders"):
                         for track in self._tracks:
+                            if track.copy:
+                                continue  # no encoder: nothing held back
                             if track.audio is not None:
                                 self._mux(track.audio.flush(until=end))
                             elif isinstance(track.stream, VideoStream):

@@ -1,0 +1,269 @@
+"""Recording an aiortc peer's tracks by copying their encoded frames (no decode, no
+encode), on loopback: what is copied, what falls back to transcoding, and that the files
+are whole (every frame counted as written is in the file and decodes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from aiortc.mediastreams import MediaStreamTrack
+
+from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+from asyncrec._aiortc_tap import tap_for
+from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, ffprobe_video
+
+RECORD_SECONDS = 2.5
+TIMESLICE_MS = 500
+CONNECT_TIMEOUT = 15
+
+
+@pytest.fixture
+async def peers(loopback_ice: None) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    local: list[MediaStreamTrack] = []
+    sender._test_tracks = local  # type: ignore[attr-defined]
+    try:
+        yield sender, receiver
+    finally:
+        for track in local:
+            track.stop()
+        await sender.close()
+        await receiver.close()
+
+
+async def connect(
+    sender: RTCPeerConnection,
+    receiver: RTCPeerConnection,
+    *,
+    video_codec: str | None = None,
+    size: tuple[int, int] = (320, 240),
+    audio: bool = True,
+) -> MediaStream:
+    """Send a moving pattern (and a tone) from ``sender``; the receiver's remote tracks."""
+    local: list[MediaStreamTrack] = [FrameTrack(moving_pattern(*size), fps=30)]
+    if audio:
+        local.append(SampleTrack(sine_tone(440)))
+    sender._test_tracks.extend(local)  # type: ignore[attr-defined]
+    remote = MediaStream()
+    arrived = asyncio.get_running_loop().create_future()
+
+    @receiver.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        remote.addTrack(track)
+        if len(remote.getTracks()) == len(local) and not arrived.done():
+            arrived.set_result(None)
+
+    for track in local:
+        transceiver = sender.addTransceiver(track, direction="sendonly")
+        if video_codec is not None and track.kind == "video":
+            capabilities = RTCRtpSender.getCapabilities("video")
+            assert capabilities is not None
+            preferred = [c for c in capabilities.codecs if c.mimeType.lower() == f"video/{video_codec}"]
+            transceiver.setCodecPreferences(preferred)
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    await asyncio.wait_for(arrived, CONNECT_TIMEOUT)
+    return remote
+
+
+async def record(stream: MediaStream, path: Path, seconds: float = RECORD_SECONDS, **options: Any) -> MediaRecorder:
+    recorder = MediaRecorder(stream, **options)
+    chunks: list[bytes] = []
+    recorder.ondataavailable = lambda event: chunks.append(event.data)
+    await recorder.start(TIMESLICE_MS)
+    await asyncio.sleep(seconds)  # media to record: the wall clock is what a live peer runs on
+    await recorder.stop()
+    await asyncio.to_thread(path.write_bytes, b"".join(chunks))
+    return recorder
+
+
+def by_kind(recorder: MediaRecorder) -> dict[str, Any]:
+    return {t.kind: t for t in recorder.statistics().tracks}
+
+
+def streams_of(path: Path) -> dict[str, dict[str, Any]]:
+    return {s["codec_type"]: s for s in ffprobe_streams(path)}
+
+
+async def test_a_vp8_opus_peer_is_copied_whole_and_never_decoded(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    sender, receiver = peers
+    remote = await connect(sender, receiver)
+    path = tmp_path / "copy.webm"
+    recorder = await record(remote, path)
+
+    assert recorder.mimeType == "video/webm;codecs=vp8,opus"
+    stats = by_kind(recorder)
+    assert stats["video"].copied and stats["audio"].copied
+    # Nothing went to aiortc's decoders: nobody reads decoded frames.
+    for track in remote.getTracks():
+        tap = tap_for(track)
+        assert tap is not None
+        assert tap.undecoded >= stats[track.kind].frames_encoded
+        assert track._queue.qsize() <= 2  # type: ignore[attr-defined]
+    assert ffmpeg_decode_errors(path) == ""
+    streams = streams_of(path)
+    assert (streams["video"]["codec_name"], streams["audio"]["codec_name"]) == ("vp8", "opus")
+    assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
+    # Every frame counted as written is in the file, and decodes.
+    assert streams["video"]["nb_read_frames"] == stats["video"].frames_encoded > 30
+    assert streams["audio"]["nb_read_frames"] == stats["audio"].frames_encoded > 50
+    packets = ffprobe_video(path, "packet=flags")
+    assert packets[0]["flags"].startswith("K"), "the copy starts on a key frame"
+    assert 1.5 <= ffprobe_duration(path) <= RECORD_SECONDS + 1.0
+
+
+@pytest.mark.parametrize(
+    ("mime", "codec_string"),
+    [("video/x-matroska", "video/x-matroska;codecs=avc1.42"), ("video/mp4", "video/mp4;codecs=avc1.42")],
+)
+async def test_an_h264_peer_is_copied_with_its_parameter_sets(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path, mime: str, codec_string: str
+) -> None:
+    sender, receiver = peers
+    remote = await connect(sender, receiver, video_codec="h264")
+    path = tmp_path / ("copy.mkv" if "matroska" in mime else "copy.mp4")
+    recorder = await record(remote, path, mimeType=mime)
+
+    assert recorder.mimeType.startswith(codec_string), recorder.mimeType
+    assert recorder.mimeType.endswith(",opus")
+    stats = by_kind(recorder)
+    assert stats["video"].copied and stats["audio"].copied
+    assert ffmpeg_decode_errors(path) == ""
+    streams = streams_of(path)
+    assert streams["video"]["codec_name"] == "h264"
+    assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
+    assert streams["video"]["nb_read_frames"] == stats["video"].frames_encoded > 30
+    # The parameter sets are in the header (avcC), as players need them there.
+    [extradata] = ffprobe_video(path, "stream=extradata_size")
+    assert int(extradata["extradata_size"]) > 10
+
+
+async def test_what_copying_cannot_honour_is_transcoded(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """Another codec named, or a bitrate asked for: that kind is transcoded, the other
+    still copied; and the two recorders, one copying, one decoding, share the tracks."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver)
+    vp9, bitrate = tmp_path / "vp9.webm", tmp_path / "bitrate.webm"
+    recorders = await asyncio.gather(
+        record(remote, vp9, mimeType="video/webm;codecs=vp9,opus"),
+        record(remote, bitrate, videoBitsPerSecond=300_000),
+    )
+    stats = [by_kind(r) for r in recorders]
+    assert not stats[0]["video"].copied and stats[0]["audio"].copied
+    assert not stats[1]["video"].copied and stats[1]["audio"].copied
+    assert recorders[0].mimeType == "video/webm;codecs=vp9,opus"
+    assert recorders[1].mimeType == "video/webm;codecs=vp8,opus"
+    for path in (vp9, bitrate):
+        assert ffmpeg_decode_errors(path) == ""
+        streams = streams_of(path)
+        assert streams["video"]["nb_read_frames"] > 30
+        assert streams["audio"]["nb_read_frames"] > 50
+    assert streams_of(vp9)["video"]["codec_name"] == "vp9"
+
+
+async def test_pause_and_network_loss_are_bridged_to_the_next_key_frame(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """A pause, then frames lost as aiortc's jitter buffer reports it (it asks the sender
+    for a key frame): the copy skips to the next key frame each time, counts what it left
+    out, and the file decodes without an error."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver)
+    [video] = remote.getVideoTracks()
+    recorder = MediaRecorder(remote)
+    chunks: list[bytes] = []
+    recorder.ondataavailable = lambda event: chunks.append(event.data)
+    await recorder.start(TIMESLICE_MS)
+    await asyncio.sleep(1.0)
+    await recorder.pause()
+    await asyncio.sleep(0.5)
+    await recorder.resume()
+    await asyncio.sleep(1.0)
+    video_receiver = next(r for r in receiver.getReceivers() if r.track is video)
+    [source] = video_receiver.getSynchronizationSources()
+    await video_receiver._send_rtcp_pli(source.source)  # what aiortc does when frames are lost
+    await asyncio.sleep(1.0)
+    await recorder.stop()
+    path = tmp_path / "gaps.webm"
+    path.write_bytes(b"".join(chunks))
+
+    stats = by_kind(recorder)["video"]
+    assert stats.copied
+    assert stats.gaps == 1
+    assert stats.frames_paused > 0
+    assert ffmpeg_decode_errors(path) == ""
+    streams = streams_of(path)
+    assert streams["video"]["nb_read_frames"] == stats.frames_encoded
+    keys = [p for p in ffprobe_video(path, "packet=flags") if p["flags"].startswith("K")]
+    assert len(keys) >= 2, "the resume started on a key frame"
+
+
+async def test_a_reader_of_decoded_frames_still_gets_them(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """Someone reading the track itself (recv) while a recorder copies it: decoding goes
+    on for them."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, audio=False)
+    [video] = remote.getVideoTracks()
+    got: list[Any] = []
+
+    async def read() -> None:
+        while len(got) < 30:
+            got.append(await video.recv())
+
+    reader = asyncio.create_task(read())
+    recorder = await record(remote, tmp_path / "v.webm", seconds=2.0)
+    await asyncio.wait_for(reader, 10)
+    assert by_kind(recorder)["video"].copied
+    assert all(frame.width == 320 for frame in got)
+
+
+def test_aiortc_internals_the_tap_relies_on_are_there() -> None:
+    """Fails loudly when aiortc changes what the passthrough hook uses (then update
+    ``asyncrec/_aiortc_tap.py`` and its TESTED_AIORTC)."""
+    import inspect
+    import queue
+
+    import aiortc
+    from aiortc import RTCRtpReceiver
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpreceiver import decoder_worker
+
+    from asyncrec._aiortc_tap import TESTED_AIORTC, aiortc_tested
+
+    assert ".".join(aiortc.__version__.split(".")[:2]) in TESTED_AIORTC, aiortc.__version__
+    assert aiortc_tested()
+    source = inspect.getsource(RTCRtpReceiver)
+    assert "self.__decoder_queue: queue.Queue = queue.Queue()" in source
+    assert "self.__decoder_queue.put((codec, encoded_frame))" in source
+    assert "async def _send_rtcp_pli(self, media_ssrc: int)" in source
+    assert "self._track" in source
+    assert list(inspect.signature(decoder_worker).parameters) == ["loop", "input_q", "output_q", "decode_error"]
+    frame = JitterFrame(data=b"x", timestamp=1)
+    assert (frame.data, frame.timestamp) == (b"x", 1)
+    assert isinstance(RTCRtpReceiver.track, property)
+    assert queue.Queue.put  # the method the tap wraps per receiver
+
+
+async def test_tracks_that_are_not_aiortc_remote_tracks_are_transcoded(tmp_path: Path) -> None:
+    stream = MediaStream([FrameTrack(moving_pattern(160, 120), fps=30, duration=0.5, realtime=False)])
+    async with MediaRecorder(stream) as recorder:
+        await recorder.start()
+        stopped = asyncio.Event()
+        recorder.onstop = lambda event: stopped.set()
+        await asyncio.wait_for(stopped.wait(), 20)
+    [track] = recorder.statistics().tracks
+    assert not track.copied and track.frames_encoded == 15
