@@ -199,8 +199,11 @@ async def test_a_decoder_that_falls_behind_ends_the_session_at_its_memory_bound(
     monkeypatch.setattr(aiortc.rtcrtpreceiver, "decoder_worker", stalled)
     limit = 256 * 1024
     started = time.monotonic()
-    # Video only: nothing waits in the recorder for another track's first frame.
-    ended = await publish_until_ended(app_server, tmp_path, ends, (640, 480), audio=False, max_session_memory=limit)
+    # Video only: nothing waits in the recorder for another track's first frame. Decoded:
+    # a copy would not need the decoder at all.
+    ended = await publish_until_ended(
+        app_server, tmp_path, ends, (640, 480), audio=False, max_session_memory=limit, passthrough=False
+    )
     assert ended.reason == "memory limit"  # type: ignore[attr-defined]
     [warning] = [text for text in ends.warnings if f"more than {limit}" in text]
     receiving = int(warning.partition("(receiving ")[2].partition(",")[0])
@@ -254,27 +257,27 @@ def test_a_picture_fits_its_bound_either_way_round(size: tuple[int, int], bound:
 
 
 async def test_frames_whose_size_cannot_be_read_or_is_too_large_are_not_decoded() -> None:
-    from types import SimpleNamespace
-
-    from aiortc.jitterbuffer import JitterFrame
-
+    from asyncrec._encoded import encoded_frame
     from asyncrec._picture_size import picture_size
 
     [key] = [bytes(p) for p in _x264_key_frame(640, 480)]
     assert picture_size("video/H264", key) == (640, 480)
-    h264 = SimpleNamespace(mimeType="video/H264")
     junk_sps = b"\x00\x00\x01\x67" + b"\xff" * 8  # a tiny SPS (16x16) placed before the real one
+
+    def h264(data: bytes) -> Any:
+        return encoded_frame("video", "video/H264", 90_000, data, 0)
+
     pc = RTCPeerConnection()
     try:
         seen: list[tuple[int, int]] = []
         watch = ReceiverWatch(pc, max_size=(320, 240), on_oversized=lambda w, h: seen.append((w, h)))
-        assert watch._too_large((h264, JitterFrame(junk_sps * 5 + key, 0)))  # more SPS than read: refused
+        assert watch._too_large(h264(junk_sps * 5 + key))  # more SPS than read: refused
         assert seen == []
-        assert watch._too_large((h264, JitterFrame(key, 0)))  # larger than allowed
+        assert watch._too_large(h264(key))  # larger than allowed
         assert seen == [(640, 480)]
         small = ReceiverWatch(pc, max_size=(1920, 1080))
-        assert not small._too_large((h264, JitterFrame(key, 0)))
-        assert not small._too_large((h264, JitterFrame(junk_sps * 3 + key, 0)))  # read past 3 junk ones
+        assert not small._too_large(h264(key))
+        assert not small._too_large(h264(junk_sps * 3 + key))  # read past 3 junk ones
     finally:
         await pc.close()
 

@@ -86,6 +86,7 @@ class MediaRecorder:
         videoKeyFrameIntervalCount: int | None = None,  # noqa: N803
         independent_chunks: bool = False,
         max_video_size: tuple[int, int] | None = None,
+        passthrough: bool = True,
     ) -> None:
         """Create a recorder for ``stream``; nothing starts until :meth:`start`.
 
@@ -100,6 +101,15 @@ class MediaRecorder:
         aspect ratio kept (a server's bound on what a publisher costs it); smaller video
         is recorded as it is.
 
+        ``passthrough`` (True by default): tracks received by aiortc (a WebRTC peer's)
+        are recorded by copying their encoded frames as they came, with no decode and no
+        encode, when the ``mimeType`` allows their codec (names it, or names none for that
+        kind and the container holds it) and no option asks for what copying cannot
+        honour (a bitrate, a key-frame interval, independent chunks, constant-bitrate
+        audio; a picture larger than ``max_video_size``). ``statistics()`` says which
+        tracks are copied and ``mimeType``, after ``start``, names what is written.
+        False: every track is decoded and encoded.
+
         Raises:
             NotSupportedError: ``mimeType`` names a container or codec that cannot be
                 recorded (see :meth:`isTypeSupported`).
@@ -113,6 +123,8 @@ class MediaRecorder:
             raise TypeError("mimeType must be a str")
         if not isinstance(independent_chunks, bool):
             raise TypeError("independent_chunks must be a bool")
+        if not isinstance(passthrough, bool):
+            raise TypeError("passthrough must be a bool")
         if max_video_size is not None:
             width, height = max_video_size
             if not (isinstance(width, int) and isinstance(height, int) and width >= 2 and height >= 2):
@@ -139,6 +151,7 @@ class MediaRecorder:
             self._video_bps, self._audio_bps = split_bits_per_second(self._constrained_bps)
         self._audio_bitrate_mode: BitrateMode = audioBitrateMode
         self._independent_chunks = independent_chunks
+        self._passthrough = passthrough
         self._max_video_size = max_video_size
 
         self._dispatcher = EventDispatcher()
@@ -317,6 +330,8 @@ class MediaRecorder:
         """What tracks received by aiortc may be copied as they come: codecs the type
         allows, unless an option asks for what copying cannot honour (a bitrate, a
         key-frame interval, independent chunks; constant-bitrate audio)."""
+        if not self._passthrough:
+            return CopyPolicy()
         video, audio = copyable_codecs(self._constrained_mime, fmt)
         keys_asked = self._key_frame_count is not None or self._key_frame_duration is not None
         if self._video_bps_asked or keys_asked or self._independent_chunks:

@@ -269,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and the session ends (reason 'video too large'); 3840x2160 lets 4K in",
     )
     serve.add_argument(
+        "--transcode",
+        action="store_true",
+        help="decode and re-encode every publisher (default: copy their frames as they came when their "
+        "codecs fit the container, transcode the others; the log says which per session)",
+    )
+    serve.add_argument(
         "--max-session-memory",
         type=_bytes,
         default="128M",
@@ -723,6 +729,7 @@ async def _serve(args: argparse.Namespace) -> int:
         max_disk=args.max_disk,
         worker_id=args.worker_id,
         trusted_proxies=args.trusted_proxy or (),
+        passthrough=not args.transcode,
     )
     runner = web.AppRunner(app)
     await runner.setup()

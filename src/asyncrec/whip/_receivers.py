@@ -8,9 +8,11 @@ size a key frame declares, so one crafted key frame of 16383x16383 costs gigabyt
 
 :class:`ReceiverWatch` covers both for the WHIP server: it counts the bytes waiting in
 those queues (:attr:`ReceiverWatch.held_bytes`), and reads the picture size of every video
-key frame before it reaches the decoder (:func:`~asyncrec._picture_size.picture_size`),
-refusing a frame larger than the server accepts: the frame is never decoded and the
-session is told (``on_oversized``).
+key frame before it reaches the decoder or a copying recorder
+(:func:`~asyncrec._picture_size.picture_size`, through the receiver's
+:class:`~asyncrec._aiortc_tap.EncodedTap`), refusing a frame larger than the server
+accepts: the frame is never decoded nor written and the session is told
+(``on_oversized``).
 
 aiortc has no public API for any of this. It relies on two internals of aiortc 1.16
 (pinned by ``tests/test_receivers.py``): the receiver's decoder queue,
@@ -30,6 +32,8 @@ from typing import Any
 import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 
+from .._aiortc_tap import tap_for
+from .._encoded import EncodedFrame
 from .._picture_size import picture_size, unreadable
 
 logger = logging.getLogger(__name__)
@@ -80,28 +84,23 @@ class ReceiverWatch:
     def _attach(self, receiver: RTCRtpReceiver) -> None:
         decoder_queue = getattr(receiver, _DECODER_QUEUE, None)
         track_queue = getattr(receiver.track, "_queue", None)
-        if not isinstance(decoder_queue, queue.Queue) or track_queue is None:
+        tap = tap_for(receiver.track)
+        if not isinstance(decoder_queue, queue.Queue) or track_queue is None or tap is None:
             logger.warning("aiortc's receiver internals changed: the memory held for a session is not counted")
             return
         self._queues.append(decoder_queue)
         self._tracks.append(track_queue)
         if receiver.track.kind == "video" and self._max_size is not None:
-            put = decoder_queue.put
+            # Before anything else sees the frame: it is neither decoded nor copied.
+            tap.filters.append(self._too_large)
 
-            def checked_put(item: Any, block: bool = True, timeout: float | None = None) -> None:
-                # On the event loop, as the receiver reassembles each frame.
-                if item is not None and self._too_large(item):
-                    return
-                put(item, block, timeout)
-
-            decoder_queue.put = checked_put  # type: ignore[method-assign]
-
-    def _too_large(self, item: tuple[Any, Any]) -> bool:
-        codec, encoded = item
+    def _too_large(self, frame: EncodedFrame) -> bool:
         if self.oversized is not None:
             self.refused_frames += 1
             return True  # nothing more is decoded once the session is refused
-        mime, data = getattr(codec, "mimeType", ""), getattr(encoded, "data", b"")
+        mime, data = f"video/{frame.codec}", frame.data
+        if frame.codec == "avc1":
+            mime = "video/h264"
         size = picture_size(mime, data)
         assert self._max_size is not None
         if unreadable(mime, data):

@@ -53,6 +53,7 @@ def record_sessions(
     storage: StorageGuard | None = None,
     metrics: ServerMetrics | None = None,
     worker_id: str | None = None,
+    passthrough: bool = True,
 ) -> Callable[[WhipSession], Awaitable[None]]:
     """A WhipEndpoint callback that records each session to ``directory``, or to objects
     under ``s3://BUCKET/PREFIX`` (:class:`~asyncrec.ObjectSink`).
@@ -71,6 +72,10 @@ def record_sessions(
     than ``max_session_memory`` bytes of media held for the session (in aiortc's receive
     queues, the recorder's queues and its unwritten chunks) end it too (``memory limit``).
     Either way what was recorded is kept.
+
+    ``passthrough``: a publisher's frames are copied as they came when their codec fits
+    the container (see :class:`~asyncrec.MediaRecorder`), else, or with False, decoded
+    and encoded; the log says which, per track.
 
     Raises NotSupportedError at once for a ``mimeType`` that cannot be recorded.
     """
@@ -95,7 +100,9 @@ def record_sessions(
             final = os.path.join(folder, name)
             partial = final + PARTIAL
             sink = FileSink(partial)
-        recorder = MediaRecorder(session.stream, mimeType=mimeType, max_video_size=max_video_size)
+        recorder = MediaRecorder(
+            session.stream, mimeType=mimeType, max_video_size=max_video_size, passthrough=passthrough
+        )
         recorder.max_undelivered_bytes = MAX_UNWRITTEN
         facts = {"session": session.id, "remote": session.remote}
         refused = asyncio.Event()
@@ -121,14 +128,22 @@ def record_sessions(
         )
 
         def started(_event: object) -> None:
-            size = recorder.statistics().video_size
+            stats = recorder.statistics()
+            size = stats.video_size
             resolution = None if size is None else f"{size[0]}x{size[1]}"
+            how = {t.kind: "copied" if t.copied else "transcoded" for t in stats.tracks}
             logger.info(
-                "session %s recording %s %s",
+                "session %s recording %s %s (%s)",
                 session.id,
                 recorder.mimeType,
                 resolution or "(no video)",
-                extra={**facts, "codecs": recorder.mimeType, "resolution": resolution},
+                ", ".join(f"{kind} {mode}" for kind, mode in how.items()) or "nothing",
+                extra={
+                    **facts,
+                    "codecs": recorder.mimeType,
+                    "resolution": resolution,
+                    "copied": ",".join(kind for kind, mode in how.items() if mode == "copied") or "none",
+                },
             )
 
         recorder.onstart = started

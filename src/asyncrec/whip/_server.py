@@ -55,6 +55,7 @@ def create_app(
     max_disk: int | None = None,
     worker_id: str | None = None,
     trusted_proxies: Iterable[str] = (),
+    passthrough: bool = True,
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
     ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
@@ -79,7 +80,9 @@ def create_app(
     presigned URLs. ``worker_id`` (letters, digits, ``-``, ``_``): this server is one of
     several behind a load balancer; its session URLs are ``/w/WORKER_ID/whip/ID`` and its
     recordings' names carry the id (see docs/scaling.md); ``trusted_proxies``: the load
-    balancers whose ``X-Forwarded-For`` gives the publisher's address.
+    balancers whose ``X-Forwarded-For`` gives the publisher's address. ``passthrough``:
+    publishers' frames are copied when their codecs fit the container (the default),
+    else decoded and encoded (see :func:`~asyncrec.whip.record_sessions`).
 
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
     token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, a
@@ -114,6 +117,7 @@ def create_app(
             storage=storage if storage.enabled else None,
             metrics=metrics,
             worker_id=worker_id,
+            passthrough=passthrough,
         ),
         admit=admit,
         on_refused=metrics.refuse,
