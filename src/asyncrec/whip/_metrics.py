@@ -48,7 +48,7 @@ class ServerMetrics:
         self._active: dict[str, MediaRecorder] = {}
         self._started: dict[str, float] = {}
         self._bytes = 0
-        self._frames = {name: dict.fromkeys(KINDS, 0) for name in ("received", "encoded", "dropped")}
+        self._frames = {name: dict.fromkeys(KINDS, 0) for name, _ in FRAME_COUNTERS}
         self._busy = 0.0
         self.registry.register(_Live(self))
 
@@ -64,10 +64,9 @@ class ServerMetrics:
         self._started.pop(session_id, None)
         self._bytes += written
         if recorder is not None:
-            for kind, received, encoded, dropped in _frames(recorder):
-                self._frames["received"][kind] += received
-                self._frames["encoded"][kind] += encoded
-                self._frames["dropped"][kind] += dropped
+            for kind, counts in _frames(recorder):
+                for name, count in counts.items():
+                    self._frames[name][kind] += count
             self._busy += recorder.statistics().encoder_busy_time
 
     def refuse(self, reason: str) -> None:
@@ -94,15 +93,10 @@ class ServerMetrics:
         )
         frames = {name: dict(counts) for name, counts in self._frames.items()}
         for recorder in active:
-            for kind, received, encoded, dropped in _frames(recorder):
-                frames["received"][kind] += received
-                frames["encoded"][kind] += encoded
-                frames["dropped"][kind] += dropped
-        for name, what in (
-            ("received", "Frames received from publishers"),
-            ("encoded", "Frames encoded into recordings"),
-            ("dropped", "Real-time video frames dropped because the encoder fell behind"),
-        ):
+            for kind, counts in _frames(recorder):
+                for name, count in counts.items():
+                    frames[name][kind] += count
+        for name, what in FRAME_COUNTERS:
             family = CounterMetricFamily(f"asyncrec_frames_{name}", what, labels=["kind"])
             for kind in KINDS:
                 family.add_metric([kind], frames[name][kind])
@@ -111,6 +105,16 @@ class ServerMetrics:
         yield CounterMetricFamily(
             "asyncrec_encoder_busy_seconds", "Time the recordings' workers spent encoding and muxing", value=busy
         )
+
+
+#: ``asyncrec_frames_NAME{kind}`` counters.
+FRAME_COUNTERS = (
+    ("received", "Frames received from publishers"),
+    ("encoded", "Frames written into recordings, encoded or copied"),
+    ("copied", "Frames written as the publisher sent them (passthrough), no decode or encode"),
+    ("dropped", "Frames dropped because the recording's worker fell behind (real-time video only)"),
+    ("lost", "Copied video frames left out to bridge a gap (packet loss, a stall) to the next key frame"),
+)
 
 
 class _Live:
@@ -123,7 +127,13 @@ class _Live:
         return self._metrics.live()
 
 
-def _frames(recorder: MediaRecorder) -> Iterator[tuple[str, int, int, int]]:
+def _frames(recorder: MediaRecorder) -> Iterator[tuple[str, dict[str, int]]]:
     for track in recorder.statistics().tracks:
         if track.kind in KINDS:
-            yield track.kind, track.frames_in, track.frames_encoded, track.frames_dropped
+            yield track.kind, {
+                "received": track.frames_in,
+                "encoded": track.frames_encoded,
+                "copied": track.frames_encoded if track.copied else 0,
+                "dropped": track.frames_dropped,
+                "lost": track.frames_lost,
+            }

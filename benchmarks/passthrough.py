@@ -1,0 +1,311 @@
+"""Passthrough: how many WebRTC publishers ``asyncrec serve`` records at once by copying
+their frames, against the same publishers transcoded.
+
+    python benchmarks/passthrough.py                      # copy: 10, 20, 30, 40, 50...; transcode: 1, 2, 3...
+    python benchmarks/passthrough.py --copy 40 --transcode 2 --seconds 20
+    python benchmarks/passthrough.py --quick              # smoke test: 2 and 1 publishers, 5 s
+
+A 720p30 VP8 + Opus WebM (camera-like: a moving test picture with grain, 2 Mb/s, a key
+frame every 2 s) is made once with Debian's ffmpeg. For each step, N aiortc publishers in
+this process send it to an ``asyncrec serve`` subprocess on 127.0.0.1 over WHIP without
+re-encoding it (aiortc's ``MediaPlayer(decode=False)`` sends the file's packets, so a
+publisher costs little), for ``--seconds``. The server copies (its default) or, with
+``--transcode``, decodes and re-encodes (VP8 + Opus, its defaults). Each publisher counts
+the frames it sent; then it stops sending, waits a second for what is in flight, and
+ends its session (DELETE), and the server finishes its file.
+
+A step is held when every publisher connected, and every recording holds every frame its
+publisher sent (video and audio packets counted in the file with PyAV; copied files are
+also decoded by Debian's ffmpeg without an error, for three of them per step). Printed per
+step: frames sent and missing (all sessions), the server's CPU (cores, from
+``/proc/PID/stat``) and this process's (the publishers'), the server's peak RSS, and
+frames the server reports lost or dropped (its ``/metrics``). The copy ladder goes on
+while steps are held (``--copy`` N values), the transcode ladder likewise; the ratio of
+their largest held N is the figure.
+
+Both ladders share the box with the publishers' process (2 cores here): the publishers'
+CPU is printed so the server's share can be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+from _common import machine_info, print_table
+from asyncrec.whip._endpoint import use_ice_hosts
+
+FPS = 30
+SIZE = "1280x720"
+#: Frames of a recording that may be missing and the step still held: none.
+MISSING_ALLOWED = 0
+
+
+def make_source(folder: Path, seconds: float) -> Path:
+    """A camera-like 720p30 VP8 + Opus WebM (Debian's ffmpeg)."""
+    path = folder / "source.webm"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={SIZE}:rate={FPS}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-vf", "noise=alls=8:allf=t", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
+         "-b:v", "2M", "-g", str(2 * FPS), "-c:a", "libopus", "-ac", "2", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Server:
+    def __init__(self, out: Path, port: int, transcode: bool) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.out = out
+        command = [sys.executable, "-m", "asyncrec", "serve", "--out", str(out), "--port", str(port),
+                   "--ice-host", "127.0.0.1", "--max-sessions", "200", "--no-auth", "--log-level", "warning",
+                   "--max-session-memory", "512M"]  # fmt: skip
+        if transcode:
+            command.append("--transcode")
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # its URL line: listening
+
+    async def metrics(self, http: aiohttp.ClientSession) -> dict[str, float]:
+        async with http.get(f"{self.url}/metrics") as response:
+            text = await response.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            match = re.match(r'^(asyncrec_frames_\w+)\{kind="(\w+)"\} ([0-9.e+]+)$', line)
+            if match:
+                found[f"{match[1]}:{match[2]}"] = float(match[3])
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+@dataclass
+class Publisher:
+    pc: RTCPeerConnection
+    player: MediaPlayer
+    location: str = ""
+    sent: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
+    counting: bool = True
+
+    def count(self, track: Any) -> None:
+        recv = track.recv
+
+        async def counted() -> Any:
+            packet = await recv()
+            if self.counting:
+                self.sent[track.kind] += 1
+            return packet
+
+        track.recv = counted
+
+
+async def publish(http: aiohttp.ClientSession, url: str, source: Path) -> Publisher:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    player = MediaPlayer(str(source), decode=False)
+    publisher = Publisher(pc, player)
+    connected = asyncio.Event()
+    pc.on("connectionstatechange", lambda: connected.set() if pc.connectionState == "connected" else None)
+    for track in (player.video, player.audio):
+        assert track is not None
+        publisher.count(track)
+        pc.addTransceiver(track, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp"}
+    async with http.post(f"{url}/whip", data=pc.localDescription.sdp, headers=headers) as response:
+        answer = await response.text()
+        assert response.status == 201, (response.status, answer)
+        location = response.headers["Location"]
+    publisher.location = f"{url}{location}" if location.startswith("/") else location
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(connected.wait(), 30)
+    return publisher
+
+
+def count_packets(path: Path) -> dict[str, int]:
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.size and packet.stream.type in counts:
+                counts[packet.stream.type] += 1
+    return counts
+
+
+@dataclass
+class Step:
+    mode: str
+    n: int
+    connected: int = 0
+    sent: int = 0
+    missing: int = 0
+    server_cores: float = 0.0
+    publisher_cores: float = 0.0
+    peak_rss_mib: float = 0.0
+    server_lost: float = 0.0
+    decode_errors: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        return not self.problems and self.connected == self.n and self.missing <= MISSING_ALLOWED
+
+
+async def run_step(server: Server, source: Path, mode: str, n: int, seconds: float) -> Step:
+    step = Step(mode, n)
+    async with aiohttp.ClientSession() as http:
+        publishers: list[Publisher] = []
+        try:
+            for _ in range(n):
+                try:
+                    publishers.append(await publish(http, server.url, source))
+                except (AssertionError, TimeoutError, aiohttp.ClientError) as exc:
+                    step.problems.append(f"a publisher did not connect: {exc!r}")
+                    break
+            step.connected = len(publishers)
+            cpu0, mine0, wall0, peak = cpu_seconds(server.proc.pid), time.process_time(), time.monotonic(), 0
+            while (elapsed := time.monotonic() - wall0) < seconds:
+                peak = max(peak, rss(server.proc.pid))
+                await asyncio.sleep(min(0.5, seconds - elapsed))  # sampling the server's memory
+            wall = time.monotonic() - wall0
+            step.server_cores = (cpu_seconds(server.proc.pid) - cpu0) / wall
+            step.publisher_cores = (time.process_time() - mine0) / wall
+            step.peak_rss_mib = peak / 2**20
+            for publisher in publishers:
+                publisher.counting = False
+                for track in (publisher.player.video, publisher.player.audio):
+                    if track is not None:
+                        track.stop()
+            await asyncio.sleep(1.0)  # what is in flight arrives
+            metrics = await server.metrics(http)
+            step.server_lost = sum(v for k, v in metrics.items() if "lost" in k or "dropped" in k)
+            for publisher in publishers:
+                async with http.delete(publisher.location) as response:
+                    await response.read()
+        finally:
+            for publisher in publishers:
+                await publisher.pc.close()
+    await check_files(server.out, publishers, step)
+    return step
+
+
+async def check_files(out: Path, publishers: list[Publisher], step: Step) -> None:
+    deadline = time.monotonic() + 60
+    ids = {p.location.rstrip("/").rpartition("/")[2]: p for p in publishers}
+    while time.monotonic() < deadline:
+        finished = {f for f in out.glob("*.webm")}
+        if len(finished) >= len(ids):
+            break
+        await asyncio.sleep(0.2)  # the server renames each file once it is finished
+    checked = 0
+    for path in sorted(out.glob("*.webm")):
+        session = next((sid for sid in ids if path.stem.endswith(sid)), None)
+        if session is None:
+            continue
+        publisher = ids.pop(session)
+        counts = await asyncio.to_thread(count_packets, path)
+        for kind in ("video", "audio"):
+            step.sent += publisher.sent[kind]
+            step.missing += max(0, publisher.sent[kind] - counts[kind])
+        if checked < 3:
+            result = await asyncio.to_thread(
+                subprocess.run, ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            step.decode_errors += result.stderr.strip()[:200]
+            checked += 1
+        path.unlink()
+    if ids:
+        step.problems.append(f"{len(ids)} recordings missing")
+    if step.decode_errors:
+        step.problems.append(f"decode errors: {step.decode_errors}")
+
+
+async def ladder(mode: str, values: list[int], source: Path, out: Path, seconds: float) -> list[Step]:
+    port = 19000 + os.getpid() % 500 + (0 if mode == "copy" else 500)
+    server = Server(out, port, transcode=mode == "transcode")
+    steps = []
+    try:
+        for n in values:
+            step = await run_step(server, source, mode, n, seconds)
+            steps.append(step)
+            print(
+                f"{mode:>9} N={n:<3} held={step.held} sent={step.sent} missing={step.missing} "
+                f"server {step.server_cores:.2f} cores, publishers {step.publisher_cores:.2f} cores, "
+                f"server RSS {step.peak_rss_mib:.0f} MiB {'; '.join(step.problems)}",
+                flush=True,
+            )
+            if not step.held:
+                break
+    finally:
+        server.stop()
+    return steps
+
+
+def largest_held(steps: list[Step]) -> int:
+    held = [s.n for s in steps if s.held]
+    return max(held) if held else 0
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copy", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60])
+    parser.add_argument("--transcode", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.copy, args.transcode, args.seconds = [2], [1], 5.0
+    use_ice_hosts(["127.0.0.1"])
+    print(machine_info())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = make_source(folder, args.seconds + 10)
+        out = folder / "out"
+        copy = await ladder("copy", args.copy, source, out, args.seconds)
+        transcode = await ladder("transcode", args.transcode, source, out, args.seconds)
+    rows = [
+        [s.mode, str(s.n), "yes" if s.held else "no", str(s.sent), str(s.missing), f"{s.server_cores:.2f}",
+         f"{s.publisher_cores:.2f}", f"{s.peak_rss_mib:.0f}"]
+        for s in [*copy, *transcode]
+    ]  # fmt: skip
+    print()
+    print_table(["mode", "N", "held", "frames sent", "missing", "server cores", "publ. cores", "RSS MiB"], rows)
+    held_copy, held_transcode = largest_held(copy), largest_held(transcode)
+    print(f"\npublishers held: copy {held_copy}, transcode {held_transcode}", end="")
+    print(f" (copy / transcode {held_copy / held_transcode:.1f}x)" if held_transcode else "")
+    print(f"target: at least 40 copied: {'met' if held_copy >= 40 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
