@@ -100,7 +100,7 @@ class Server:
             text = await response.text()
         found: dict[str, float] = {}
         for line in text.splitlines():
-            match = re.match(r'^(asyncrec_frames_\w+)\{kind="(\w+)"\} ([0-9.e+]+)$', line)
+            match = re.match(r'^(asyncrec_frames_\w+)_total\{kind="(\w+)"\} ([0-9.e+]+)$', line)
             if match:
                 found[f"{match[1]}:{match[2]}"] = float(match[3])
         return found
@@ -221,13 +221,16 @@ async def run_step(server: Server, source: Path, mode: str, n: int, seconds: flo
 async def check_files(out: Path, publishers: list[Publisher], step: Step) -> None:
     deadline = time.monotonic() + 60
     ids = {p.location.rstrip("/").rpartition("/")[2]: p for p in publishers}
+
+    def finished() -> list[Path]:
+        return sorted(out.glob("*.webm"))
+
     while time.monotonic() < deadline:
-        finished = {f for f in out.glob("*.webm")}
-        if len(finished) >= len(ids):
+        if len(await asyncio.to_thread(finished)) >= len(ids):
             break
         await asyncio.sleep(0.2)  # the server renames each file once it is finished
     checked = 0
-    for path in sorted(out.glob("*.webm")):
+    for path in await asyncio.to_thread(finished):
         session = next((sid for sid in ids if path.stem.endswith(sid)), None)
         if session is None:
             continue
@@ -243,7 +246,7 @@ async def check_files(out: Path, publishers: list[Publisher], step: Step) -> Non
             )  # fmt: skip
             step.decode_errors += result.stderr.strip()[:200]
             checked += 1
-        path.unlink()
+        await asyncio.to_thread(path.unlink)
     if ids:
         step.problems.append(f"{len(ids)} recordings missing")
     if step.decode_errors:

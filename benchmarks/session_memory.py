@@ -6,8 +6,10 @@
 For each picture size, a VP8 + Opus WebM is made once with Debian's ffmpeg, then
 ``--sessions`` aiortc publishers in this process send it to an ``asyncrec serve``
 subprocess on 127.0.0.1 without re-encoding it (aiortc's ``MediaPlayer(decode=False)``), so
-the publishers cost little and the server does the work a real one does: aiortc decodes,
-asyncrec encodes and writes. The server's resident memory (``VmRSS``) is sampled every
+the publishers cost little and the server does the work a real one does when it
+transcodes (``--transcode``, the figures in the docs): aiortc decodes, asyncrec encodes
+and writes. ``--copy`` measures the server's default instead, the frames copied as they
+came (see ``passthrough.py``). The server's resident memory (``VmRSS``) is sampled every
 0.2 s; per session = (median RSS over the second half of the sessions - RSS just before
 they started) / sessions, and the peak likewise. Every file is checked with ffprobe.
 
@@ -62,11 +64,12 @@ def rss(pid: int) -> int:
 
 
 class Server:
-    def __init__(self, out: Path, port: int) -> None:
+    def __init__(self, out: Path, port: int, copy: bool = False) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "asyncrec", "serve", "--out", str(out), "--port", str(port),
-             "--ice-host", "127.0.0.1", "--max-sessions", "32", "--log-level", "warning"],
+             "--ice-host", "127.0.0.1", "--max-sessions", "32", "--log-level", "warning",
+             *([] if copy else ["--transcode"])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -138,6 +141,7 @@ async def main() -> int:
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=12.0, help="how long each size's sessions run")
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--copy", action="store_true", help="the server copies (its default) instead of transcoding")
     args = parser.parse_args()
     use_ice_hosts(["127.0.0.1"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +149,7 @@ async def main() -> int:
         out = folder / "out"
         sources = {size: make_source(folder, size, args.seconds + 5, args.fps) for size in ["320x240", *args.sizes]}
         port = 18000 + os.getpid() % 1000
-        server = Server(out, port)
+        server = Server(out, port, copy=args.copy)
         try:
             await measure(server, sources["320x240"], 1, 3.0)  # warm-up: codec libraries loaded
             check_files(out, 1)

@@ -7,12 +7,12 @@ decoded frames on the remote track. :class:`EncodedTap` sits on that queue's ``p
 (on the event loop, as the receiver calls it) and hands every frame to its consumers
 (copying recorders, the server's size guard) before it goes on to the decoder, or not:
 
-* **Decoding only when someone reads decoded frames.** A frame goes on to aiortc's
-  decoder while anyone may read the track (someone called ``recv()``, or a consumer has
-  not yet decided to copy) or no consumer copies. Once every consumer copies and nobody
-  has read the track, nothing is decoded: a copied recording costs no decode. A reader
-  that comes later (its first ``recv()``) gets frames from the next key frame on, which
-  is asked for at once.
+* **Decoding only when someone reads decoded frames.** Once a receiver is tapped (a
+  recorder copies its track), a frame goes on to aiortc's decoder only while someone may
+  read the track: someone called ``recv()``, or a consumer has not yet decided to copy.
+  A copied recording costs no decode, and no decoded frame piles up for a reader that
+  never comes, during the recording or after it. A reader that comes later (its first
+  ``recv()``) gets frames from the next key frame on, which is asked for at once.
 * **Loss.** aiortc asks the sender for a key frame (PLI) when its jitter buffer gives up
   on missing packets or its decoder fails: frames are lost. The tap tells the consumers,
   which bridge the gap to the next key frame.
@@ -208,7 +208,7 @@ class EncodedTap:
             self.undecoded += 1
 
     def _decoded_wanted(self) -> bool:
-        return self.read or not self.consumers or not all(c.copying for c in self.consumers)
+        return self.read or any(not c.copying for c in self.consumers)
 
     async def _on_pli(self, media_ssrc: int) -> None:
         """aiortc asks for a key frame: its jitter buffer dropped frames, or its decoder

@@ -98,6 +98,8 @@ def _h264_nals(data: bytes) -> list[tuple[int, bytes]]:
         starts.append(match.end())
         if len(starts) > _MAX_NALS:
             break
+    if not starts:
+        return []
     nals = []
     for start, end in zip(starts, [*starts[1:], len(data) + 3], strict=True):
         unit = data[start : end - 3].rstrip(b"\x00")

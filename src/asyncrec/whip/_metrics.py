@@ -130,10 +130,13 @@ class _Live:
 def _frames(recorder: MediaRecorder) -> Iterator[tuple[str, dict[str, int]]]:
     for track in recorder.statistics().tracks:
         if track.kind in KINDS:
-            yield track.kind, {
-                "received": track.frames_in,
-                "encoded": track.frames_encoded,
-                "copied": track.frames_encoded if track.copied else 0,
-                "dropped": track.frames_dropped,
-                "lost": track.frames_lost,
-            }
+            yield (
+                track.kind,
+                {
+                    "received": track.frames_in,
+                    "encoded": track.frames_encoded,
+                    "copied": track.frames_encoded if track.copied else 0,
+                    "dropped": track.frames_dropped,
+                    "lost": track.frames_lost,
+                },
+            )
