@@ -84,6 +84,8 @@ class LiveSessions:
             "started": started,
             "connection": session.pc.connectionState if session is not None else None,
             "codecs": recorder.mimeType or None,
+            # The kinds whose frames are written as the publisher sent them (passthrough).
+            "copied": sorted(t.kind for t in stats.tracks if t.copied),
             "resolution": None if size is None else f"{size[0]}x{size[1]}",
             "seconds": stats.recorded_time,
             "bytes": stats.bytes_out,
