@@ -236,8 +236,9 @@ def _requested(mime: MimeType) -> tuple[ContainerSpec, CodecSpec | None, CodecSp
 
 def copyable_codecs(mime_type: str, fmt: Format) -> tuple[frozenset[str], frozenset[str]]:
     """The codec ids a recording of ``fmt`` may copy as they come, (video, audio): the one
-    ``mime_type`` names for a kind, else every one the container holds for it; none for a
-    kind ``fmt`` does not record."""
+    ``mime_type`` names for a kind, else every one the container holds for it as its own
+    (WebM: VP8, VP9, AV1, Opus; H.264 in WebM, Chromium's Matroska-with-a-WebM-name, only
+    when named); none for a kind ``fmt`` does not record."""
     named_video = named_audio = None
     parsed = parse_mime_type(mime_type) if mime_type else None
     if parsed is not None:
@@ -246,7 +247,9 @@ def copyable_codecs(mime_type: str, fmt: Format) -> tuple[frozenset[str], frozen
     def codecs(recorded: CodecSpec | None, named: CodecSpec | None, held: tuple[str, ...]) -> frozenset[str]:
         if recorded is None:
             return frozenset()
-        return frozenset({named.id} if named is not None else held)
+        if named is not None:
+            return frozenset({named.id})
+        return frozenset(c for c in held if CODECS[c].in_webm or fmt.container.muxer != "webm")
 
     return (
         codecs(fmt.video, named_video, fmt.container.video),
