@@ -32,6 +32,7 @@ from OpenSSL import SSL
 
 from asyncrec import moving_pattern
 from asyncrec.whip._dtls import P224_SUPPORTED
+from media_check import ffprobe_streams
 from whip_client import check_recording, finished_recordings, serve_process, wait_until
 
 SECONDS = 2.0
@@ -116,3 +117,23 @@ async def test_ffmpeg_publishes_h264_and_opus_to_asyncrec_serve(certificate: str
         assert await server.interrupt() == 0
     [recording] = finished_recordings(out)
     check_recording(recording, video="vp8", audio="opus", size=(320, 240), duration=(SECONDS - 0.8, SECONDS + 0.8))
+
+
+async def test_ffmpeg_h264_is_copied_into_matroska(tmp_path: Path) -> None:
+    """With a container that holds H.264 as its own, FFmpeg's frames are written as it sent
+    them (passthrough): the file's video is FFmpeg's H.264, every frame of it, and the
+    server's log says it copied."""
+    out = tmp_path / "recordings"
+    log = tmp_path / "serve.log"
+    async with serve_process(out, "--mime", "video/x-matroska", log=log) as server:
+        files = p256_certificate(tmp_path)
+        await asyncio.wait_for(asyncio.to_thread(publish_with_ffmpeg, server.url + "whip", files), 30)
+        await wait_until(lambda: bool(out.exists() and finished_recordings(out)), 15, "the recording to be final")
+        assert await server.interrupt() == 0
+    [recording] = finished_recordings(out)
+    assert recording.suffix == ".mkv"
+    check_recording(recording, video="h264", audio="opus", size=(320, 240), duration=(SECONDS - 0.8, SECONDS + 0.8))
+    assert "copied=video,audio" in log.read_text()
+    video = next(s for s in ffprobe_streams(recording) if s["codec_type"] == "video")
+    # FFmpeg sent SECONDS * 30 frames; the copy starts at its first key frame (the first frame).
+    assert video["nb_read_frames"] >= SECONDS * 30 - 3

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .._errors import SinkError
+from .._events import BlobEvent
 from .._formats import CONTAINERS, check_type, parse_mime_type
 from .._object_storage import ObjectSink, parse_url, s3_client
 from .._recorder import MediaRecorder
@@ -127,7 +128,7 @@ def record_sessions(
             "session %s: %s", session.id, event.error, extra={**facts, "error": str(event.error)}
         )
 
-        def started(_event: object) -> None:
+        def started() -> None:
             stats = recorder.statistics()
             size = stats.video_size
             resolution = None if size is None else f"{size[0]}x{size[1]}"
@@ -146,14 +147,24 @@ def record_sessions(
                 },
             )
 
-        recorder.onstart = started
+        first_bytes = True
+
+        async def deliver(event: BlobEvent) -> None:
+            nonlocal first_bytes
+            if first_bytes and event.data:
+                # The header is written: the codecs, the picture size and what is copied
+                # are known (the start event may come before them, for a slow track).
+                first_bytes = False
+                started()
+            await sink.write(event)
+
         if metrics is not None:
             metrics.session_started(session.id, recorder)
         reason = None
         failure: SinkError | None = None
         try:
             async with sink, recorder:
-                recorder.ondataavailable = sink.write
+                recorder.ondataavailable = deliver
                 recorder.start(timeslice)
                 waits = {
                     asyncio.ensure_future(session.wait_closed()): None,
@@ -209,6 +220,7 @@ def record_sessions(
                 "seconds": round(stats.recorded_time, 3),
                 "frames_received": sum(t.frames_in for t in stats.tracks),
                 "frames_dropped": sum(t.frames_dropped for t in stats.tracks),
+                "copied": ",".join(t.kind for t in stats.tracks if t.copied) or "none",
             },
         )
 
