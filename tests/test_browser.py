@@ -84,6 +84,8 @@ async def test_page_publishes_fake_camera_and_microphone_and_lists_the_recording
             await browser.close()
         assert await server.interrupt() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
+    # Chromium's VP8 and Opus, written as it sent them (passthrough).
+    assert "copied=video,audio" in server.stderr(), server.stderr()
     [path] = finished_recordings(out)
     assert rows == [path.name]
     assert names(out) == [path.name], "no .part file left"

@@ -188,6 +188,7 @@ async def test_firefox_publishes_vp8_and_opus_to_asyncrec_serve(
             await wait_until(lambda: bool(out.exists() and finished_recordings(out)), 15, "the recording to be final")
             assert await server.interrupt() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
+    assert "copied=video,audio" in server.stderr(), "Firefox's VP8 and Opus are copied"
     [recording] = finished_recordings(out)
     assert names(out) == [recording.name], "no .part file left"
     check_recording(recording, video="vp8", audio="opus", size=(640, 480), duration=DURATION)

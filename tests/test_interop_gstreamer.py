@@ -109,6 +109,8 @@ async def test_gstreamer_webrtcbin_publishes_to_asyncrec_serve(
         await wait_until(lambda: bool(out.exists() and finished_recordings(out)), 15, "the recording to be final")
         assert await server.interrupt() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
+    # VP8 is copied into the default WebM, H.264 transcoded to VP8 (Opus copied either way).
+    assert ("copied=video,audio" if codec == "vp8" else "copied=audio") in server.stderr()
     [recording] = finished_recordings(out)
     assert names(out) == [recording.name], "no .part file left"
     check_recording(recording, video="vp8", audio="opus", size=(320, 240), duration=DURATION)
