@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
+from playwright.async_api import Browser
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 from asyncrec._aiortc_tap import tap_for
+from browser_media import append_chunks, serve_files
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, ffprobe_video
+from test_browser import chromium  # noqa: F401 - the fixture, requested by name below
+from test_browser_playback import browser  # noqa: F401 - the fixture, requested by name below
 
 RECORD_SECONDS = 2.5
 TIMESLICE_MS = 500
@@ -293,3 +297,40 @@ async def test_tracks_that_are_not_aiortc_remote_tracks_are_transcoded(tmp_path:
     [track] = recorder.statistics().tracks
     assert not track.copied
     assert track.frames_encoded == 15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mime", "video_codec"), [("video/webm", None), ("video/mp4", "h264")], ids=["webm", "mp4"])
+async def test_copied_chunks_play_in_chromium_media_source(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection],
+    browser: Browser,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    mime: str,
+    video_codec: str | None,
+) -> None:
+    """A copied recording's chunks, appended one by one to a MediaSource SourceBuffer of
+    ``recorder.mimeType`` in Chromium, are accepted and play to the end."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, video_codec=video_codec)
+    recorder = MediaRecorder(remote, mimeType=mime)
+    chunks: list[bytes] = []
+    recorder.ondataavailable = lambda event: chunks.append(event.data)
+    await recorder.start(TIMESLICE_MS)
+    await asyncio.sleep(RECORD_SECONDS)  # media to record, at the peer's real-time pace
+    await recorder.stop()
+    assert all(t.copied for t in recorder.statistics().tracks)
+    folder = tmp_path / "chunks"
+    folder.mkdir()
+    names = []
+    for index, data in enumerate(c for c in chunks if c):
+        names.append(f"chunk-{index:03d}")
+        (folder / names[-1]).write_bytes(data)
+    async with serve_files(folder) as server:
+        report = await append_chunks(browser, server.base_url, [server.url(n) for n in names], recorder.mimeType)
+    assert report.get("is_type_supported"), (recorder.mimeType, report)
+    assert not report["append_errors"], report
+    assert report["error"] is None, report
+    assert report["ended"], report
+    [[start, end]] = report["buffered"]
+    assert start <= 0.3
+    assert end >= 1.5, report
