@@ -239,6 +239,37 @@ async def test_pause_and_network_loss_are_bridged_to_the_next_key_frame(
     assert len(keys) >= 2, "the resume started on a key frame"
 
 
+async def test_a_resolution_change_is_carried_through(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """The sender switches from 320x240 to 480x360 mid-way (aiortc's encoder starts again
+    with a key frame): the copy goes on, and the WebM holds both sizes, decodable."""
+    sender, receiver = peers
+    small, large = moving_pattern(320, 240), moving_pattern(480, 360)
+    switch_at = 1.2
+
+    def picture(index: int, seconds: float) -> Any:
+        return (small if seconds < switch_at else large)(index, seconds)
+
+    track = FrameTrack(picture, fps=30)
+    sender._test_tracks.append(track)  # type: ignore[attr-defined]
+    remote = MediaStream()
+    arrived = asyncio.get_running_loop().create_future()
+    receiver.on("track", lambda t: (remote.addTrack(t), arrived.done() or arrived.set_result(None)))
+    sender.addTransceiver(track, direction="sendonly")
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    await asyncio.wait_for(arrived, CONNECT_TIMEOUT)
+    path = tmp_path / "sizes.webm"
+    recorder = await record(remote, path, seconds=2.5)
+    assert by_kind(recorder)["video"].copied
+    assert ffmpeg_decode_errors(path) == ""
+    sizes = {(f["width"], f["height"]) for f in ffprobe_video(path, "frame=width,height")}
+    assert sizes == {(320, 240), (480, 360)}, sizes
+
+
 async def test_a_reader_of_decoded_frames_still_gets_them(
     peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
 ) -> None:
