@@ -42,9 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import inspect
+import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,7 +91,9 @@ TOLERANCE = 0.5
 TICK = 0.010
 #: From this fraction of the raw limit on, the ladder goes one recording at a time.
 NEAR_LIMIT = 0.75
-SIDES = ("asyncrec", "aiortc")
+SIDES = ("asyncrec", "aiortc", "processes")
+#: The sides run unless ``--sides`` says otherwise.
+DEFAULT_SIDES = ("asyncrec", "aiortc")
 
 
 class CountingTrack(MediaStreamTrack):
@@ -288,9 +293,57 @@ async def run_aiortc(n: int, pool: list[YuvArray], seconds: float, tmp: Path) ->
 
 
 RUNS = {"asyncrec": run_asyncrec, "aiortc": run_aiortc}
+#: Seconds the child processes of the ``processes`` side get to import and make their
+#: pictures before they all start recording at the same moment.
+CHILD_SETUP = 6.0
 
 
-def run_step(side: str, n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+def run_processes(n: int, noise: int, seconds: float) -> Step:
+    """The ``processes`` side: the same N asyncrec recordings spread over one process per
+    core (a process pool), each process with its share on worker threads as usual, all
+    starting at the same moment. One Step, merged from theirs."""
+    cores = os.cpu_count() or 1
+    shares = [share for i in range(cores) if (share := n // cores + (1 if i < n % cores else 0))]
+    start_at = time.time() + CHILD_SETUP
+    command = [sys.executable, __file__, "--seconds", str(seconds), "--noise", str(noise), "--start-at", str(start_at)]
+    children = [
+        subprocess.Popen([*command, "--child", str(share)], stdout=subprocess.PIPE, text=True) for share in shares
+    ]
+    while time.time() < start_at:
+        time.sleep(0.01)  # the children start at start_at: the machine's reading starts with them
+    machine = MachineCpu()
+    results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    merged = Step(
+        "processes",
+        n,
+        max(r["window"] for r in results),
+        [b for r in results for b in r["behind"]],
+        [lag for r in results for lag in r["lag"]],
+        sum(r["cpu"] for r in results),
+        machine.busy(),
+    )
+    merged.video_frames = sum(r["video_frames"] for r in results)
+    merged.drops = [d for r in results for d in r["drops"]]
+    merged.audio_lost = sum(r["audio_lost"] for r in results)
+    merged.encoder_busy = sum(r["encoder_busy"] for r in results)
+    merged.bytes_out = sum(r["bytes_out"] for r in results)
+    merged.errors = [e for r in results for e in r["errors"]]
+    return merged
+
+
+def child(n: int, noise: int, seconds: float, start_at: float) -> None:
+    """A process of the ``processes`` side: its share of recordings, as a JSON Step."""
+    pool = picture_pool(WIDTH, HEIGHT, 30, noise)
+    while time.time() < start_at:
+        time.sleep(0.005)  # every child starts at the same moment
+    with tempfile.TemporaryDirectory(prefix="asyncrec-capacity-") as tmp:
+        step = asyncio.run(run_asyncrec(n, pool, seconds, Path(tmp)))
+    print(json.dumps(dataclasses.asdict(step)))
+
+
+def run_step(side: str, n: int, pool: list[YuvArray], seconds: float, tmp: Path, noise: int = 3) -> Step:
+    if side == "processes":
+        return run_processes(n, noise, seconds)
     # A fresh event loop per step, as a new process would have.
     step = asyncio.run(RUNS[side](n, pool, seconds, tmp))
     if side == "aiortc":
@@ -410,7 +463,7 @@ def describe(step: Step) -> str:
         f"{step.side} N={step.n}: kept up {step.kept}/{step.n}, worst behind {max(step.behind):.2f} s, "
         f"p99 lag {ms(step.p99)} ms, CPU {percent(step.cpu / step.window / (os.cpu_count() or 1))} % of the machine"
     )
-    if step.side == "asyncrec":
+    if step.side in ("asyncrec", "processes"):
         line += f", dropped {step.dropped}, audio lost {step.audio_lost}"
     if step.errors:
         line += f", errors: {'; '.join(step.errors)}"
@@ -503,6 +556,26 @@ def report(steps: dict[str, list[Step]], raws: list[Raw], seconds: float) -> Non
             )
         print_table(["N", "asyncrec", "aiortc", "aiortc / asyncrec"], rows)
 
+    pool_steps = steps.get("processes", [])
+    if pool_steps:
+        print()
+        print(f"processes: the same recordings spread over {cores} processes (worker threads in each)")
+        print_table(
+            ["N", "all kept up", "dropped", "audio lost", "behind s", "p99 lag ms", "CPU %", "machine %"],
+            [
+                [
+                    str(s.n),
+                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
+                    str(s.dropped),
+                    str(s.audio_lost),
+                    f"{max(s.behind):.2f}",
+                    ms(s.p99),
+                    percent(s.cpu / s.window / cores),
+                    percent(s.machine),
+                ]
+                for s in pool_steps
+            ],
+        )
     limit = sum(raw.limit for raw in raws) / len(raws)
     print()
     print(
@@ -515,6 +588,12 @@ def report(steps: dict[str, list[Step]], raws: list[Raw], seconds: float) -> Non
     if theirs:
         held = capacity(theirs)
         print(f"aiortc:   capacity {capacity_text(theirs)}, raw limit {limit:.1f}, ratio {held / limit:.2f}")
+    if pool_steps:
+        held = capacity(pool_steps)
+        print(
+            f"processes: capacity {capacity_text(pool_steps)}, raw limit {limit:.1f}, ratio {held / limit:.2f}"
+            + (f"; threads in one process: {capacity_text(mine)}" if mine else "")
+        )
     if mine and theirs:
         mine_held, theirs_held = capacity(mine), capacity(theirs)
         ratio = f"{mine_held / theirs_held:.1f}x" if theirs_held else f"aiortc held none, asyncrec {mine_held}"
@@ -537,7 +616,14 @@ def main() -> int:
     parser.add_argument(
         "--raw-seconds", type=float, default=None, help="seconds of each plain PyAV run (default 3; quick 1)"
     )
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, from {','.join(SIDES)}")
+    parser.add_argument(
+        "--sides",
+        default=",".join(DEFAULT_SIDES),
+        help=f"comma-separated, from {','.join(SIDES)} (processes: asyncrec's recordings spread over one process "
+        "per core, against its worker threads in one process)",
+    )
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--noise", type=int, default=3, help="+- luma grain, camera-like (default 3; 0: clean)")
     parser.add_argument("--quick", action="store_true", help="a smoke test (N up to 2, 3 s), not a measurement")
     args = parser.parse_args()
@@ -545,6 +631,9 @@ def main() -> int:
     if unknown := set(sides) - set(SIDES):
         parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
     seconds = args.seconds if args.seconds is not None else 3.0 if args.quick else 10.0
+    if args.child is not None:
+        child(args.child, args.noise, seconds, args.start_at)
+        return 0
     raw_seconds = args.raw_seconds if args.raw_seconds is not None else 1.0 if args.quick else 3.0
     check_gop_literal()
 
@@ -568,7 +657,7 @@ def main() -> int:
                 break
             # Alternate which side goes first, so neither always follows the other.
             for side in going[index % len(going) :] + going[: index % len(going)]:
-                step = run_step(side, n, pool, seconds, Path(tmp))
+                step = run_step(side, n, pool, seconds, Path(tmp), args.noise)
                 steps[side].append(step)
                 print(f"  {describe(step)}", flush=True)
             going = [side for side in going if steps[side][-1].kept_up]
@@ -576,7 +665,7 @@ def main() -> int:
     raws.append(measure_raw(pool, raw_seconds))
     report(steps, raws, seconds)
 
-    failed = [s for s in steps.get("asyncrec", []) if s.audio_lost or s.errors]
+    failed = [s for s in [*steps.get("asyncrec", []), *steps.get("processes", [])] if s.audio_lost or s.errors]
     for step in failed:
         print(f"FAILED: asyncrec N={step.n}: {step.audio_lost} audio frames lost, errors: {step.errors or 'none'}")
     return 1 if failed else 0
