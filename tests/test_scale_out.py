@@ -78,6 +78,14 @@ async def wait_for_objects(bucket: str, count: int) -> dict[str, bytes]:
     return found
 
 
+async def tail_pieces(bucket: str, worker: str) -> Counter[str]:
+    """Per recording of ``worker`` still uploading: how many tail pieces it has put."""
+    async with s3_client() as client:
+        listing = await client.list_objects_v2(Bucket=bucket)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    return Counter(key.split(TAIL_SUFFIX)[0] for key in keys if TAIL_SUFFIX in key and f"-{worker}-" in key)
+
+
 def check_recording(tmp_path: Path, key: str, data: bytes, at_least: float) -> None:
     path = tmp_path / key.replace("/", "_")
     path.write_bytes(data)
@@ -102,6 +110,12 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
         held = {publisher: worker_of(publisher.location or "") for publisher in publishers}
         assert Counter(held.values()) == dict.fromkeys(WORKERS, 2)  # round robin
         await asyncio.sleep(RECORD_FOR)  # media to record: what is measured
+        # A loaded machine may start a session's media late: worker 01's recordings have put
+        # a tail piece after their first one (the header) before it dies.
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while len(pieces := await tail_pieces(bucket, "01")) < 2 or min(pieces.values()) < 2:
+            assert asyncio.get_running_loop().time() < deadline, pieces
+            await asyncio.sleep(0.2)  # pieces appear every 2 s: polled
 
         # Worker 01 dies; worker 02 drains.
         workers["01"].proc.send_signal(signal.SIGKILL)
