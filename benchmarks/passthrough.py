@@ -15,8 +15,11 @@ the frames it sent; then it stops sending, waits a second for what is in flight,
 ends its session (DELETE), and the server finishes its file.
 
 A step is held when every publisher connected, and every recording holds every frame its
-publisher sent (video and audio packets counted in the file with PyAV; copied files are
-also decoded by Debian's ffmpeg without an error, for three of them per step). Printed per
+publisher sent (video and audio packets counted in the file with PyAV; three files per
+step are also decoded by Debian's ffmpeg, without an error), but for what aiortc's jitter
+buffers still hold when the publisher stops: the last video frame (handed on when the next
+one's first packet comes, which never does) and up to 4 audio frames (its prefetch).
+``missing`` counts every frame not in the files, ``lost`` those beyond that. Printed per
 step: frames sent and missing (all sessions), the server's CPU (cores, from
 ``/proc/PID/stat``) and this process's (the publishers'), the server's peak RSS, and
 frames the server reports lost or dropped (its ``/metrics``). The copy ladder goes on
@@ -51,8 +54,10 @@ from asyncrec.whip._endpoint import use_ice_hosts
 
 FPS = 30
 SIZE = "1280x720"
-#: Frames of a recording that may be missing and the step still held: none.
-MISSING_ALLOWED = 0
+#: Frames of a recording that may be missing and the step still held, per kind: what
+#: aiortc's jitter buffers still hold when the publisher stops (a video frame is handed on
+#: when the next one's first packet comes, audio with 4 frames of prefetch). Nothing else.
+IN_JITTER_BUFFER = {"video": 1, "audio": 4}
 
 
 def make_source(folder: Path, seconds: float) -> Path:
@@ -100,7 +105,7 @@ class Server:
             text = await response.text()
         found: dict[str, float] = {}
         for line in text.splitlines():
-            match = re.match(r'^(asyncrec_frames_\w+)_total\{kind="(\w+)"\} ([0-9.e+]+)$', line)
+            match = re.match(r'^(asyncrec_(?:frames_\w+|gaps))_total\{kind="(\w+)"\} ([0-9.e+]+)$', line)
             if match:
                 found[f"{match[1]}:{match[2]}"] = float(match[3])
         return found
@@ -167,17 +172,22 @@ class Step:
     n: int
     connected: int = 0
     sent: int = 0
-    missing: int = 0
+    #: Frames sent and not in the file, all sessions, per kind.
+    missing: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
+    #: Frames missing beyond what aiortc's jitter buffers hold at the end, all sessions.
+    lost: int = 0
     server_cores: float = 0.0
     publisher_cores: float = 0.0
     peak_rss_mib: float = 0.0
     server_lost: float = 0.0
     decode_errors: str = ""
+    #: The server's frame counters (``/metrics``) at the end of the window, non-zero ones.
+    server_counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
     def held(self) -> bool:
-        return not self.problems and self.connected == self.n and self.missing <= MISSING_ALLOWED
+        return not self.problems and self.connected == self.n and self.lost == 0
 
 
 async def run_step(server: Server, source: Path, mode: str, n: int, seconds: float) -> Step:
@@ -208,6 +218,11 @@ async def run_step(server: Server, source: Path, mode: str, n: int, seconds: flo
             await asyncio.sleep(1.0)  # what is in flight arrives
             metrics = await server.metrics(http)
             step.server_lost = sum(v for k, v in metrics.items() if "lost" in k or "dropped" in k)
+            step.server_counts = {
+                k.removeprefix("asyncrec_"): int(v)
+                for k, v in metrics.items()
+                if v and any(word in k for word in ("lost", "dropped", "gaps"))
+            }
             for publisher in publishers:
                 async with http.delete(publisher.location) as response:
                     await response.read()
@@ -238,7 +253,9 @@ async def check_files(out: Path, publishers: list[Publisher], step: Step) -> Non
         counts = await asyncio.to_thread(count_packets, path)
         for kind in ("video", "audio"):
             step.sent += publisher.sent[kind]
-            step.missing += max(0, publisher.sent[kind] - counts[kind])
+            missing = max(0, publisher.sent[kind] - counts[kind])
+            step.missing[kind] += missing
+            step.lost += max(0, missing - IN_JITTER_BUFFER[kind])
         if checked < 3:
             result = await asyncio.to_thread(
                 subprocess.run, ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
@@ -262,9 +279,10 @@ async def ladder(mode: str, values: list[int], source: Path, out: Path, seconds:
             step = await run_step(server, source, mode, n, seconds)
             steps.append(step)
             print(
-                f"{mode:>9} N={n:<3} held={step.held} sent={step.sent} missing={step.missing} "
+                f"{mode:>9} N={n:<3} held={step.held} sent={step.sent} missing={step.missing} lost={step.lost} "
                 f"server {step.server_cores:.2f} cores, publishers {step.publisher_cores:.2f} cores, "
-                f"server RSS {step.peak_rss_mib:.0f} MiB {'; '.join(step.problems)}",
+                f"server RSS {step.peak_rss_mib:.0f} MiB; server counts {step.server_counts} "
+                + "; ".join(step.problems),
                 flush=True,
             )
             if not step.held:
@@ -297,12 +315,15 @@ async def main() -> int:
         copy = await ladder("copy", args.copy, source, out, args.seconds)
         transcode = await ladder("transcode", args.transcode, source, out, args.seconds)
     rows = [
-        [s.mode, str(s.n), "yes" if s.held else "no", str(s.sent), str(s.missing), f"{s.server_cores:.2f}",
+        [s.mode, str(s.n), "yes" if s.held else "no", str(s.sent), f"{s.missing['video']}+{s.missing['audio']}",
+         str(s.lost), f"{s.server_cores:.2f}",
          f"{s.publisher_cores:.2f}", f"{s.peak_rss_mib:.0f}"]
         for s in [*copy, *transcode]
     ]  # fmt: skip
     print()
-    print_table(["mode", "N", "held", "frames sent", "missing", "server cores", "publ. cores", "RSS MiB"], rows)
+    print_table(
+        ["mode", "N", "held", "frames sent", "missing v+a", "lost", "server cores", "publ. cores", "RSS MiB"], rows
+    )
     held_copy, held_transcode = largest_held(copy), largest_held(transcode)
     print(f"\npublishers held: copy {held_copy}, transcode {held_transcode}", end="")
     print(f" (copy / transcode {held_copy / held_transcode:.1f}x)" if held_transcode else "")

@@ -24,6 +24,7 @@ RTP_CODECS = {"vp8": "vp8", "vp9": "vp9", "h264": "avc1", "av1": "av1", "opus": 
 #: Annex B start codes (3 or 4 bytes), followed by the NAL unit header.
 _START_CODE = re.compile(rb"\x00\x00\x01")
 _H264_IDR, _H264_SPS, _H264_PPS = 5, 7, 8
+_VP8_START_CODE = b"\x9d\x01\x2a"
 #: NAL units looked at per frame (an encoder sends a handful: SPS, PPS, SEI, slices).
 _MAX_NALS = 64
 
@@ -71,9 +72,12 @@ def is_key_frame(codec: str, data: bytes) -> bool:
     if not data:
         return False
     if codec == "vp8":
-        return data[0] & 1 == 0  # frame tag: bit 0 clear on key frames
+        # Frame tag bit 0 clear, and the start code every key frame carries: a frame that
+        # lost its first packet (a jitter buffer gave up on it) must not pass for one.
+        return data[0] & 1 == 0 and data[3:6] == _VP8_START_CODE
     if codec == "vp9":
-        return _vp9_key(data[0], data[1] if len(data) > 1 else 0)
+        # The header says key frame, and its sync code and size read (a partial frame won't).
+        return _vp9_key(data[0], data[1] if len(data) > 1 else 0) and picture_size("vp9", data) is not None
     if codec == "avc1":
         return any(nal_type == _H264_IDR for nal_type, _ in _h264_nals(data))
     return False

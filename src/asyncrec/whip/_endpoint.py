@@ -33,6 +33,7 @@ from aiortc.sdp import candidate_from_sdp
 from .._stream import MediaStream
 from ._access import BearerToken, Origins, public
 from ._dtls import widen_dtls
+from ._sockets import widen_receive_buffers
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +387,7 @@ class WhipEndpoint:
             if not stream.getTracks():
                 raise ValueError("the offer sends neither audio nor video")
             await pc.setLocalDescription(await pc.createAnswer())
+            widen_receive_buffers(pc)  # a busy moment must not drop the publisher's packets
             answered = True
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad offer
             return self._error(400, f"cannot answer this offer: {_first_line(exc)}")

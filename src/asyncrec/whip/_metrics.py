@@ -48,7 +48,7 @@ class ServerMetrics:
         self._active: dict[str, MediaRecorder] = {}
         self._started: dict[str, float] = {}
         self._bytes = 0
-        self._frames = {name: dict.fromkeys(KINDS, 0) for name, _ in FRAME_COUNTERS}
+        self._frames = {name: dict.fromkeys(KINDS, 0) for name, _ in (*FRAME_COUNTERS, ("gaps", ""))}
         self._busy = 0.0
         self.registry.register(_Live(self))
 
@@ -101,6 +101,12 @@ class ServerMetrics:
             for kind in KINDS:
                 family.add_metric([kind], frames[name][kind])
             yield family
+        gaps = CounterMetricFamily(
+            "asyncrec_gaps", "Gaps in copied tracks: packets a publisher sent that never arrived", labels=["kind"]
+        )
+        for kind in KINDS:
+            gaps.add_metric([kind], frames["gaps"][kind])
+        yield gaps
         busy = self._busy + sum(r.statistics().encoder_busy_time for r in active)
         yield CounterMetricFamily(
             "asyncrec_encoder_busy_seconds", "Time the recordings' workers spent encoding and muxing", value=busy
@@ -138,5 +144,6 @@ def _frames(recorder: MediaRecorder) -> Iterator[tuple[str, dict[str, int]]]:
                     "copied": track.frames_encoded if track.copied else 0,
                     "dropped": track.frames_dropped,
                     "lost": track.frames_lost,
+                    "gaps": track.gaps,
                 },
             )
