@@ -46,6 +46,7 @@ async def connect(
     receiver: RTCPeerConnection,
     *,
     video_codec: str | None = None,
+    audio_codec: str | None = None,
     size: tuple[int, int] = (320, 240),
     audio: bool = True,
 ) -> MediaStream:
@@ -65,10 +66,11 @@ async def connect(
 
     for track in local:
         transceiver = sender.addTransceiver(track, direction="sendonly")
-        if video_codec is not None and track.kind == "video":
-            capabilities = RTCRtpSender.getCapabilities("video")
+        codec = video_codec if track.kind == "video" else audio_codec
+        if codec is not None:
+            capabilities = RTCRtpSender.getCapabilities(track.kind)
             assert capabilities is not None
-            preferred = [c for c in capabilities.codecs if c.mimeType.lower() == f"video/{video_codec}"]
+            preferred = [c for c in capabilities.codecs if c.mimeType.lower() == f"{track.kind}/{codec}"]
             transceiver.setCodecPreferences(preferred)
     await sender.setLocalDescription(await sender.createOffer())
     await receiver.setRemoteDescription(sender.localDescription)
@@ -200,6 +202,25 @@ async def test_h264_goes_into_a_webm_only_when_the_type_names_it(
     assert recorder.mimeType == "video/webm;codecs=vp8,opus"
     assert ffmpeg_decode_errors(path) == ""
     assert streams_of(path)["video"]["codec_name"] == "vp8"
+
+
+async def test_g711_audio_is_transcoded_beside_copied_video(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """A peer sending PCMU (telephony audio, which WebM cannot hold): its audio is decoded
+    and encoded to Opus while its VP8 is copied, in one file."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, audio_codec="pcmu")
+    path = tmp_path / "pcmu.webm"
+    recorder = await record(remote, path)
+    stats = by_kind(recorder)
+    assert stats["video"].copied
+    assert not stats["audio"].copied
+    assert recorder.mimeType == "video/webm;codecs=vp8,opus"
+    assert ffmpeg_decode_errors(path) == ""
+    streams = streams_of(path)
+    assert (streams["video"]["codec_name"], streams["audio"]["codec_name"]) == ("vp8", "opus")
+    assert streams["audio"]["nb_read_frames"] > 50
 
 
 async def test_pause_and_network_loss_are_bridged_to_the_next_key_frame(
