@@ -1,7 +1,7 @@
 """Run every benchmark with its defaults, one after the other, each in its own process.
 
     python benchmarks/run_all.py              # throughput.py, codec_throughput.py, loop_lag.py, session_memory.py,
-                                              # capacity.py, latency.py, memory.py (10 min)
+                                              # capacity.py, passthrough.py, latency.py, memory.py (10 min)
     python benchmarks/run_all.py --quick      # shorter runs, for a smoke test
 
 Exits non-zero if a benchmark fails (e.g. asyncrec lost frames of a non-live source).
@@ -21,6 +21,7 @@ QUICK = {
     "loop_lag.py": ["--duration", "3"],
     "session_memory.py": ["--sizes", "640x480", "--seconds", "4"],
     "capacity.py": ["--quick"],
+    "passthrough.py": ["--quick"],
     "latency.py": ["--seconds", "4"],
     "memory.py": ["--minutes", "0.5"],
 }
