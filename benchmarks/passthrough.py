@@ -28,6 +28,8 @@ their largest held N is the figure.
 
 Both ladders share the box with the publishers' process (2 cores here): the publishers'
 CPU is printed so the server's share can be read.
+
+Exits 1 if a recording is missing or one of the files checked does not decode cleanly.
 """
 
 from __future__ import annotations
@@ -328,7 +330,11 @@ async def main() -> int:
     print(f"\npublishers held: copy {held_copy}, transcode {held_transcode}", end="")
     print(f" (copy / transcode {held_copy / held_transcode:.1f}x)" if held_transcode else "")
     print(f"target: at least 40 copied: {'met' if held_copy >= 40 else 'NOT met'}")
-    return 0
+    # Falling behind at a large N is a capacity; a broken or missing file is a bug.
+    broken = [s for s in [*copy, *transcode] if s.decode_errors or any("missing" in p for p in s.problems)]
+    for step in broken:
+        print(f"FAILED: {step.mode} N={step.n}: {'; '.join(step.problems)}")
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
