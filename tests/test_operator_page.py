@@ -162,8 +162,10 @@ class FakeRecorder:
 
     def statistics(self) -> Any:
         tracks = (
-            SimpleNamespace(kind="video", frames_in=self.frames, frames_encoded=self.frames, frames_dropped=2),
-            SimpleNamespace(kind="audio", frames_in=50, frames_encoded=50, frames_dropped=0),
+            SimpleNamespace(
+                kind="video", frames_in=self.frames, frames_encoded=self.frames, frames_dropped=2, copied=False
+            ),
+            SimpleNamespace(kind="audio", frames_in=50, frames_encoded=50, frames_dropped=0, copied=True),
         )
         return SimpleNamespace(
             tracks=tracks,
@@ -192,6 +194,7 @@ def test_frame_rate_and_bitrate_are_measured_over_the_last_seconds() -> None:
     assert item["dropped"] == 2
     assert item["remote"] is None
     assert item["frames"]["video"] == {"received": 50, "encoded": 50, "dropped": 2}
+    assert item["copied"] == ["audio"]
     # Then the rate since the earlier sample: 30 frames/s, 400 kbit/s.
     for _ in range(8):
         now[0] += 1.0
