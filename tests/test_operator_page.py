@@ -163,9 +163,17 @@ class FakeRecorder:
     def statistics(self) -> Any:
         tracks = (
             SimpleNamespace(
-                kind="video", frames_in=self.frames, frames_encoded=self.frames, frames_dropped=2, copied=False
+                kind="video",
+                frames_in=self.frames,
+                frames_encoded=self.frames,
+                frames_dropped=2,
+                copied=False,
+                frames_lost=0,
+                gaps=0,
             ),
-            SimpleNamespace(kind="audio", frames_in=50, frames_encoded=50, frames_dropped=0, copied=True),
+            SimpleNamespace(
+                kind="audio", frames_in=50, frames_encoded=50, frames_dropped=0, copied=True, frames_lost=0, gaps=0
+            ),
         )
         return SimpleNamespace(
             tracks=tracks,
