@@ -5,6 +5,12 @@ are whole (every frame counted as written is in the file and decodes)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
+import json
+import subprocess
+import tempfile
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -386,3 +392,118 @@ async def test_copied_chunks_play_in_chromium_media_source(
     [[start, end]] = report["buffered"]
     assert start <= 0.3
     assert end >= 1.5, report
+
+
+async def test_a_reader_waiting_before_the_copy_began_keeps_its_frames(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """A reader already waiting in recv() (a relay, a forward) when a recorder starts
+    copying the track: decoding goes on for it."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, audio=False)
+    [video] = remote.getVideoTracks()
+    got: list[Any] = []
+
+    async def read() -> None:
+        while len(got) < 60:
+            got.append(await video.recv())
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)  # the reader waits in recv() before any tap exists
+    recorder = await record(remote, tmp_path / "v.webm", seconds=2.5)
+    await asyncio.wait_for(reader, 10)
+    assert by_kind(recorder)["video"].copied
+    assert len(got) == 60
+
+
+async def test_a_failing_consumer_never_breaks_the_peer_connection(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tap runs inside aiortc's packet handling: a consumer that raises is dropped and
+    logged, the connection and the other consumers go on."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, audio=False)
+    [video] = remote.getVideoTracks()
+    tap = tap_for(video)
+    assert tap is not None
+
+    class Broken:
+        copying = True
+
+        def push_encoded(self, frame: Any) -> None:
+            raise RuntimeError("a bug")
+
+        def frames_lost(self) -> None:
+            pass
+
+        def encoded_ended(self) -> None:
+            pass
+
+    broken = Broken()
+    tap.subscribe(broken)
+    recorder = await record(remote, tmp_path / "v.webm", seconds=1.5)
+    assert broken not in tap.consumers
+    assert "a consumer of encoded video frames failed" in caplog.text
+    assert receiver.connectionState == "connected"
+    assert by_kind(recorder)["video"].frames_encoded > 20
+    assert ffmpeg_decode_errors(tmp_path / "v.webm") == ""
+
+
+async def test_lost_audio_is_filled_with_silence_and_counted(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], tmp_path: Path
+) -> None:
+    """Audio packets lost for good (never retransmitted: aiortc's audio has no NACK): the
+    copied Opus goes on after a gap, which the file fills with silence, so the audio
+    track has no hole (players stall on one); the gap is counted."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver)
+    audio_receiver = next(r for r in receiver.getReceivers() if r.track.kind == "audio")
+    handle = audio_receiver._handle_rtp_packet
+    received = 0
+
+    async def lossy(packet: Any, arrival_time_ms: int) -> None:
+        nonlocal received
+        received += 1
+        if 60 <= received < 75:  # 300 ms of audio, a second or so into the session
+            return
+        await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    audio_receiver._handle_rtp_packet = lossy  # type: ignore[method-assign]
+    path = tmp_path / "gap.webm"
+    recorder = await record(remote, path)
+    audio = by_kind(recorder)["audio"]
+    assert audio.copied
+    assert audio.gaps >= 1
+    assert ffmpeg_decode_errors(path) == ""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "packet=pts_time,duration_time",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    packets = json.loads(result.stdout)["packets"]
+    starts = [float(p["pts_time"]) for p in packets]
+    holes = [b - a for a, b in itertools.pairwise(starts) if b - a > 0.045]
+    assert not holes, f"holes in the audio: {holes}"
+
+
+async def test_a_tapped_receiver_goes_away_with_its_peer_connection(loopback_ice: None) -> None:
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sender._test_tracks = []  # type: ignore[attr-defined]
+    try:
+        remote = await connect(sender, receiver, audio=False)
+        [video] = remote.getVideoTracks()
+        tap = tap_for(video)
+        assert tap is not None
+        gone = weakref.ref(receiver.getReceivers()[0])
+        await record(remote, Path(tempfile.mkdtemp()) / "v.webm", seconds=1.0)
+    finally:
+        for track in sender._test_tracks:  # type: ignore[attr-defined]
+            track.stop()
+        await sender.close()
+        await receiver.close()
+    del receiver, remote, video, tap
+    for _ in range(3):
+        gc.collect()
+    assert gone() is None, "the receiver is still referenced"

@@ -15,9 +15,16 @@ same clock-domain rule as decoded frames: each remote track is its own domain, a
 at its first frame's arrival), and bridges every gap to the next key frame: frames lost in
 the network (aiortc's jitter buffer gave up on them), frames of a paused span, frames the
 worker had no room for. Those are counted in ``frames_lost`` (``frames_paused`` for a
-pause) and the sender is asked for a key frame, at most once a second. Audio is never
-held back: like decoded live audio, audio that outruns the worker by its whole bound
-stops the recording with ``QuotaExceededError``.
+pause) and the sender is asked for a key frame, at most once a second. The first frame
+written is a key frame that carries what the header needs (H.264: its SPS and PPS).
+Audio is never held back: like decoded live audio, audio that outruns the worker by its
+whole bound stops the recording with ``QuotaExceededError``; its gaps (packets lost for
+good) are counted, and the worker fills them with silence.
+
+The decision is made on the track's first frame (with ``max_video_size``, on its first
+key frame, whose size says; frames meanwhile are still decoded). A track that is
+disabled (``enabled = False``) is transcoded, so that it records black or silence; a
+track that has ended (``readyState``) ends its input.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._aiortc_tap import EncodedTap
-from ._encoded import EncodedFrame
+from ._encoded import EncodedFrame, opus_samples, starts_stream
 from ._formats import CODECS
 from ._handoff import FrameItem
 from ._stream import Track
@@ -37,6 +44,10 @@ if TYPE_CHECKING:
     from ._recording import Recording
 
 logger = logging.getLogger(__name__)
+
+#: Audio further on than its last packet's end by more than this (48 kHz samples: 30 ms)
+#: is a gap in what the sender sent.
+GAP_SAMPLES = 1440
 
 
 @dataclass(frozen=True)
@@ -89,14 +100,15 @@ class CopyInput:
         self.copying = False
         self.codec: str | None = None
         self._need_key = track.kind == "video"
+        self._started = False  # the first key frame came
         self._was_paused = False
+        self._audio_end: int | None = None  # where the last audio packet ends (RTP units)
         self._warned_codec = False
 
     # -- the recording's input interface ---------------------------------------------
     def attach(self) -> None:
         self._recording.handoff.bytes_only(self.index)
         self.tap.subscribe(self)
-        self.tap.request_key_frame()
 
     def detach(self) -> None:
         self.tap.unsubscribe(self)
@@ -116,11 +128,15 @@ class CopyInput:
         if recording.stopping:
             self.detach()
             return
-        if self.codec is None:
-            if not recording.copy_policy.allows(frame):
-                recording.transcode(self.index, frame)
-                return
-            self.codec, self.copying = frame.codec, True
+        if getattr(self.track, "readyState", "live") == "ended":
+            self.detach()
+            self.end(False)  # the track was stopped (or its relay proxy): nothing more of it
+            return
+        if getattr(self.track, "enabled", True) is False:
+            recording.transcode(self.index, frame)  # a disabled track records black or silence
+            return
+        if self.codec is None and not self._decide(frame):
+            return
         self.counters.frames_in += 1
         if frame.codec != self.codec:  # renegotiated to another codec: cannot continue the stream
             self.counters.lost += 1
@@ -136,14 +152,16 @@ class CopyInput:
             self._was_paused = True
             return
         if self._need_key:
-            if not frame.key:
-                if not self._was_paused:
-                    self.counters.lost += 1
-                else:
+            if not (frame.key if self._started else starts_stream(frame)):
+                if self._was_paused:
                     self.counters.paused += 1
+                elif self._started:
+                    self.counters.lost += 1  # bridging a gap (before the start, nothing is lost)
                 self.tap.request_key_frame()
                 return
             self._need_key = self._was_paused = False
+            self._started = True
+        self._note_audio_gap(frame)
         arrival = time.monotonic()
         at = recording.clock.stamp(self.index, frame.time, arrival, True)
         item = FrameItem(self.index, frame, at, arrival, len(frame.data), realtime=True, droppable=False)
@@ -160,11 +178,37 @@ class CopyInput:
             return
         handoff.offer(item)
 
-    def frames_lost(self) -> None:
-        if self.copying and not self._recording.stopping:
+    def _decide(self, frame: EncodedFrame) -> bool:
+        """Copy or transcode, on the first frame (video with a size bound: on the first
+        key frame, whose size says; frames meanwhile are decoded). True: copy it."""
+        policy = self._recording.copy_policy
+        if frame.kind == "video" and policy.max_video_size is not None and not frame.key:
+            if frame.codec not in policy.video:
+                self._recording.transcode(self.index, frame)
+            else:
+                self.tap.request_key_frame()  # undecided: aiortc still decodes
+            return False
+        if not policy.allows(frame):
+            self._recording.transcode(self.index, frame)
+            return False
+        self.codec, self.copying = frame.codec, True
+        self.tap.request_key_frame()
+        return True
+
+    def _note_audio_gap(self, frame: EncodedFrame) -> None:
+        """Audio: a timestamp further on than the last packet's length is a gap (packets
+        lost in the network; the audio jitter buffer says nothing of it)."""
+        if frame.kind != "audio":
+            return
+        if self._audio_end is not None and frame.timestamp - self._audio_end > GAP_SAMPLES:
             self.counters.gaps += 1
-            if self.kind == "video":
-                self._need_key = True
+        samples = opus_samples(frame.data) if frame.codec == "opus" else 0
+        self._audio_end = frame.timestamp + (samples or frame.clock_rate // 50)
+
+    def frames_lost(self) -> None:
+        if self.copying and self.kind == "video" and not self._recording.stopping:
+            self.counters.gaps += 1
+            self._need_key = True
 
     def encoded_ended(self) -> None:
         self.end(False)

@@ -79,8 +79,18 @@ def is_key_frame(codec: str, data: bytes) -> bool:
         # The header says key frame, and its sync code and size read (a partial frame won't).
         return _vp9_key(data[0], data[1] if len(data) > 1 else 0) and picture_size("vp9", data) is not None
     if codec == "avc1":
-        return any(nal_type == _H264_IDR for nal_type, _ in _h264_nals(data))
+        # An IDR slice that starts the picture (first_mb_in_slice 0: its ue(v) is the bit
+        # 1): a frame whose first packets were lost may hold a later slice alone.
+        return any(nal_type == _H264_IDR and len(unit) > 1 and unit[1] & 0x80 for nal_type, unit in _h264_nals(data))
     return False
+
+
+def starts_stream(frame: EncodedFrame) -> bool:
+    """Whether a copy can begin with ``frame``: a key frame carrying what the container's
+    header needs (H.264: its SPS and PPS)."""
+    if frame.kind != "video":
+        return True
+    return frame.key and (frame.codec != "avc1" or h264_parameter_sets(frame.data) is not None)
 
 
 def _vp9_key(first: int, second: int) -> bool:
@@ -138,6 +148,10 @@ def opus_head(channels: int = 2) -> bytes:
     )
 
 
+#: A 20 ms Opus packet of silence (CELT, fullband, mono: the decoder plays it on every
+#: channel), what WebRTC servers send for a muted track.
+OPUS_SILENCE = b"\xf8\xff\xfe"
+
 #: Opus frame durations (in 1/400 s) by TOC configuration: SILK 10/20/40/60 ms,
 #: hybrid 10/20 ms, CELT 2.5/5/10/20 ms (RFC 6716 section 3.1, table 2).
 _OPUS_FRAME = (4, 8, 16, 24) * 3 + (4, 8) * 2 + (1, 2, 4, 8) * 4
@@ -155,6 +169,7 @@ def opus_samples(data: bytes) -> int:
 
 
 __all__ = [
+    "OPUS_SILENCE",
     "RTP_CODECS",
     "EncodedFrame",
     "encoded_frame",
@@ -162,4 +177,5 @@ __all__ = [
     "is_key_frame",
     "opus_head",
     "opus_samples",
+    "starts_stream",
 ]

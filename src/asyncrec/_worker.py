@@ -44,7 +44,7 @@ from ._audio import AudioPath, silence_like
 from ._chunks import CUT_GRACE, Chunk, ChunkCutter
 from ._codec_strings import codec_string
 from ._container import StreamSetup, WorkerSettings, open_container, open_piece
-from ._encoded import EncodedFrame, opus_samples
+from ._encoded import OPUS_SILENCE, EncodedFrame, opus_samples
 from ._errors import AsyncrecError, UnknownError, map_av_errors
 from ._formats import CODECS, Format
 from ._handoff import Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
@@ -122,6 +122,8 @@ class _Track:
     copy: bool = False
     stream: VideoStream | AudioStream | None = None
     last_pts: int = -1
+    #: Copied audio: where its last packet ends (stream time base), None before the first.
+    copy_end: int | None = None
     frames_since_key: int = 0
     last_key_time: float | None = None
     audio: AudioPath | None = None
@@ -381,7 +383,7 @@ class RecordingWorker:
         try:
             with map_av_errors(f"encoding {track.info.kind}"):
                 if track.copy:
-                    packets = [self._copy_packet(track, item, at)]
+                    packets = self._copy_packets(track, item, at)
                 elif track.video is not None:
                     packets = self._encode_video(track, item, at)
                 else:
@@ -420,23 +422,41 @@ class RecordingWorker:
         track.frames_since_key += 1
         return packets
 
-    def _copy_packet(self, track: _Track, item: FrameItem, at: float) -> av.Packet[Any]:
-        """An encoded frame as a packet of its track's stream, at ``at`` (s)."""
+    def _copy_packets(self, track: _Track, item: FrameItem, at: float) -> list[av.Packet[Any]]:
+        """An encoded frame as a packet of its track's stream, at ``at`` (s); copied Opus
+        after a gap of more than two packets comes after 20 ms packets of silence that
+        fill it, as decoded audio's gaps become silence (players stall on a hole)."""
         frame = item.frame
         assert isinstance(frame, EncodedFrame)
         assert track.stream is not None
         time_base = track.stream.time_base
         assert time_base is not None
-        packet = av.Packet(frame.data)
-        packet.stream = track.stream
-        packet.time_base = time_base
-        pts = max(round(at / time_base), track.last_pts + 1)
-        track.last_pts = pts
-        packet.pts = packet.dts = pts
-        if frame.codec == "opus":
-            packet.duration = round(Fraction(opus_samples(frame.data), 48_000) / time_base)
-        packet.is_keyframe = frame.key
-        return packet
+        pts = round(at / time_base)
+        if frame.codec != "opus":
+            pts = max(pts, track.last_pts + 1)
+            track.last_pts = pts
+            return [_packet(track.stream, frame.data, pts, None, frame.key)]
+        packets = self._opus_silence(track, until=pts) if track.copy_end is not None else []
+        pts = max(pts, track.copy_end or 0)
+        duration = round(Fraction(opus_samples(frame.data) or 960, 48_000) / time_base)
+        track.copy_end = pts + duration
+        return [*packets, _packet(track.stream, frame.data, pts, duration, True)]
+
+    def _opus_silence(self, track: _Track, until: int) -> list[av.Packet[Any]]:
+        """Packets of silence from where copied Opus ends to ``until`` (stream time base),
+        if that is more than two packets' worth."""
+        assert track.stream is not None
+        assert track.stream.time_base is not None
+        step = round(Fraction(960, 48_000) / track.stream.time_base)
+        at = track.copy_end
+        if at is None or until - at <= 2 * step:
+            return []
+        packets = []
+        while until - at >= step:
+            packets.append(_packet(track.stream, OPUS_SILENCE, at, step, True))
+            at += step
+        track.copy_end = at
+        return packets
 
     def _key_frame_due(self, track: _Track, at: float) -> bool:
         count = self._settings.key_frame_count
@@ -519,7 +539,12 @@ class RecordingWorker:
                     with map_av_errors("flushing the encoders"):
                         for track in self._tracks:
                             if track.copy:
-                                continue  # no encoder: nothing held back
+                                # No encoder, nothing held back; copied audio that went
+                                # quiet before the video's end is padded up to it.
+                                base = track.stream.time_base if track.stream is not None else None
+                                if track.copy_end is not None and end is not None and base is not None:
+                                    self._mux(self._opus_silence(track, until=round(end / base)))
+                                continue
                             if track.audio is not None:
                                 self._mux(track.audio.flush(until=end))
                             elif isinstance(track.stream, VideoStream):
@@ -546,3 +571,20 @@ class RecordingWorker:
         if self._outputs:
             outputs, self._outputs = self._outputs, []
             self._post(outputs)
+
+
+def _packet(
+    stream: VideoStream | AudioStream, data: bytes, pts: int, duration: int | None, key: bool
+) -> av.Packet[Any]:
+    """A packet of ``stream`` holding ``data`` at ``pts`` (its time base), dts the same
+    (WebRTC sends no B-frames)."""
+    base = stream.time_base
+    assert base is not None
+    packet = av.Packet(data)
+    packet.stream = stream
+    packet.time_base = base
+    packet.pts = packet.dts = pts
+    if duration is not None:
+        packet.duration = duration
+    packet.is_keyframe = key
+    return packet
