@@ -20,7 +20,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Protocol
 
@@ -35,7 +35,7 @@ from ._encoded import EncodedFrame
 from ._errors import AsyncrecError, QuotaExceededError
 from ._events import BlobEvent, Event
 from ._fanout import Arrival, TrackFanout, fanout
-from ._formats import Format
+from ._formats import CODECS, Format
 from ._handoff import AUDIO_QUEUE_BYTES, Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
 from ._stats import TrackStatistics
 from ._stream import Track
@@ -429,8 +429,16 @@ class Recording:
 
     @property
     def mime_type(self) -> str:
-        """The type recorded: full codec strings once the encoders are open."""
-        return self.format.mime_type if self.codecs is None else self.format.with_codecs(self.codecs)
+        """The type recorded: full codec strings once the encoders are open; before, the
+        codecs chosen, those of the tracks being copied included."""
+        if self.codecs is not None:
+            return self.format.with_codecs(self.codecs)
+        fmt = self.format
+        for track_input in self.inputs:
+            if isinstance(track_input, CopyInput) and track_input.codec is not None:
+                spec = CODECS[track_input.codec]
+                fmt = replace(fmt, video=spec) if spec.kind == "video" else replace(fmt, audio=spec)
+        return fmt.mime_type
 
     def emit_error(self, event: Event) -> None:
         """Queue an ``error``: before ``stop`` if that is already queued (a sink that
