@@ -146,8 +146,9 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
         check_recording(tmp_path, key, data, at_least=0.8)  # the late one: about 2 s
     # 01's two were abandoned uploads: recover completes them, losing at most the tail.
     results = await recover(f"s3://{bucket}/rec/", min_age=0)
-    assert len(results) == 2
-    assert all("-01-" in result.url for result in results)
+    summaries = [r.summary() for r in results]
+    assert len(results) == 2, summaries
+    assert all("-01-" in result.url for result in results), summaries
     assert all(result.finished and result.problems == [] for result in results), [r.summary() for r in results]
     recovered = {key: data for key, data in (await objects(bucket)).items() if "-01-" in key}
     assert len(recovered) == 2
