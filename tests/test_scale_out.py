@@ -144,6 +144,12 @@ async def test_workers_behind_nginx_share_a_bucket_and_lose_only_a_killed_worker
     assert Counter(key.split("-")[1] for key in finished) == {"02": 2, "03": 3}
     for key, data in finished.items():
         check_recording(tmp_path, key, data, at_least=0.8)  # the late one: about 2 s
+    # An object appears when its upload completes; its sink then replaces it with the
+    # finished file and removes its tail pieces. Once those are gone, only 01's are left.
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while await tail_pieces(bucket, "02") or await tail_pieces(bucket, "03"):
+        assert asyncio.get_running_loop().time() < deadline, "a finished recording kept its tail pieces"
+        await asyncio.sleep(0.2)  # the sinks' clean-up: polled
     # 01's two were abandoned uploads: recover completes them, losing at most the tail.
     results = await recover(f"s3://{bucket}/rec/", min_age=0)
     summaries = [r.summary() for r in results]
