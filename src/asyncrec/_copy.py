@@ -38,6 +38,7 @@ from ._aiortc_tap import EncodedTap
 from ._encoded import EncodedFrame, opus_samples, starts_stream
 from ._formats import CODECS
 from ._handoff import FrameItem
+from ._stats import InputCounters
 from ._stream import Track
 
 if TYPE_CHECKING:
@@ -71,18 +72,6 @@ class CopyPolicy:
         return True
 
 
-@dataclass
-class CopyCounters:
-    frames_in: int = 0
-    dropped: int = 0
-    paused: int = 0
-    invalid: int = 0
-    #: Video frames left out to bridge a gap to the next key frame.
-    lost: int = 0
-    #: Gaps: frames lost in the network (aiortc's jitter buffer gave up on them).
-    gaps: int = 0
-
-
 class CopyInput:
     """A recording's consumer of one track's encoded frames (see the module docstring)."""
 
@@ -94,7 +83,7 @@ class CopyInput:
         self.track = track
         self.kind = track.kind
         self.tap = tap
-        self.counters = CopyCounters()
+        self.counters = InputCounters()
         self.ended = False
         #: Decided to copy (the first frame's codec may be copied).
         self.copying = False
@@ -214,4 +203,4 @@ class CopyInput:
         self.end(False)
 
 
-__all__ = ["CopyCounters", "CopyInput", "CopyPolicy"]
+__all__ = ["CopyInput", "CopyPolicy"]

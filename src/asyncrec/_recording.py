@@ -37,7 +37,7 @@ from ._events import BlobEvent, Event
 from ._fanout import Arrival, TrackFanout, fanout
 from ._formats import CODECS, Format
 from ._handoff import AUDIO_QUEUE_BYTES, Cut, FrameItem, HandOff, Pause, Resume, Stop, monotonic
-from ._stats import TrackStatistics
+from ._stats import InputCounters, TrackStatistics
 from ._stream import Track
 from ._worker import Failure, Finished, Opened, Output, RecordingWorker, TrackInfo, WorkerCounters
 
@@ -124,14 +124,6 @@ def _domain(track: Track) -> object:
     return ("track", id(track)) if domain is None else domain
 
 
-@dataclass
-class _Counters:
-    frames_in: int = 0
-    dropped: int = 0
-    paused: int = 0
-    invalid: int = 0
-
-
 class TrackInput:
     """A recording's consumer of one track's fan-out: pause, the clock, the hand-off."""
 
@@ -141,7 +133,7 @@ class TrackInput:
         self.track = track
         self.kind = track.kind
         self.declared = declared_live(track)
-        self.counters = _Counters()
+        self.counters = InputCounters()
         self.ended = False
         self._current: Arrival | None = None  # the frame being taken
         self._item: FrameItem | None = None  # ...once stamped, waiting for room
@@ -541,8 +533,8 @@ class Recording:
                 frames_paused=track_input.counters.paused,
                 frames_invalid=track_input.counters.invalid,
                 copied=isinstance(track_input, CopyInput) and track_input.copying,
-                frames_lost=track_input.counters.lost if isinstance(track_input, CopyInput) else 0,
-                gaps=track_input.counters.gaps if isinstance(track_input, CopyInput) else 0,
+                frames_lost=track_input.counters.lost,
+                gaps=track_input.counters.gaps,
             )
             for i, track_input in enumerate(self.inputs)
         )

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+@dataclass
+class InputCounters:
+    """What a recording's input of one track counts (decoded or copied), read by
+    :meth:`MediaRecorder.statistics`."""
+
+    frames_in: int = 0
+    dropped: int = 0
+    paused: int = 0
+    invalid: int = 0
+    #: Copied video left out to bridge a gap to the next key frame.
+    lost: int = 0
+    #: Copied tracks: gaps in what the sender sent (packets lost in the network).
+    gaps: int = 0
+
+
 @dataclass(frozen=True)
 class TrackStatistics:
     """One recorded track."""
