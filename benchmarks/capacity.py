@@ -75,7 +75,17 @@ from _common import (
     print_table,
     run_plain_pyav,
 )
-from asyncrec import BlobEvent, ErrorEvent, FrameTrack, MediaRecorder, MediaStream, SampleTrack, _container, sine_tone
+from asyncrec import (
+    BlobEvent,
+    EncoderPool,
+    ErrorEvent,
+    FrameTrack,
+    MediaRecorder,
+    MediaStream,
+    SampleTrack,
+    _container,
+    sine_tone,
+)
 from asyncrec._audio import AUDIO_RATE, AUDIO_TIME_BASE
 from asyncrec._formats import CODECS, DEFAULT_AUDIO_BITS_PER_SECOND, DEFAULT_VIDEO_BITS_PER_SECOND
 
@@ -91,7 +101,7 @@ TOLERANCE = 0.5
 TICK = 0.010
 #: From this fraction of the raw limit on, the ladder goes one recording at a time.
 NEAR_LIMIT = 0.75
-SIDES = ("asyncrec", "aiortc", "processes")
+SIDES = ("asyncrec", "pool", "aiortc", "processes")
 #: The sides run unless ``--sides`` says otherwise.
 DEFAULT_SIDES = ("asyncrec", "aiortc")
 
@@ -207,10 +217,23 @@ def _media(video_frames: int, audio_frames: int) -> float:
 
 
 async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+    return await _run_asyncrec("asyncrec", n, pool, seconds)
+
+
+async def run_encoder_pool(n: int, pool: list[YuvArray], seconds: float, tmp: Path) -> Step:
+    """The ``pool`` side: asyncrec's recorders given an ``EncoderPool`` (one process per
+    core, started before the step: the recordings' encoders and muxers run there)."""
+    async with EncoderPool() as encoders:
+        return await _run_asyncrec("pool", n, pool, seconds, encoders)
+
+
+async def _run_asyncrec(
+    side: str, n: int, pool: list[YuvArray], seconds: float, encoders: EncoderPool | None = None
+) -> Step:
     ticker = LagProbe(TICK)
     ticker.start()
     sources = [live_tracks(pool) for _ in range(n)]
-    recorders = [MediaRecorder(MediaStream(list(tracks)), mimeType=MIME) for tracks in sources]
+    recorders = [MediaRecorder(MediaStream(list(tracks)), mimeType=MIME, encoder_pool=encoders) for tracks in sources]
     sizes = [0] * n
     errors: list[str] = []
 
@@ -239,7 +262,7 @@ async def run_asyncrec(n: int, pool: list[YuvArray], seconds: float, tmp: Path) 
         video, audio = recorder.statistics().tracks
         behind.append(now - start - _media(video.frames_encoded, audio.frames_encoded))
     step = Step(
-        "asyncrec", n, now - started[0], behind, ticker.lags(), time.process_time() - cpu, machine.busy(), errors=errors
+        side, n, now - started[0], behind, ticker.lags(), time.process_time() - cpu, machine.busy(), errors=errors
     )
 
     await asyncio.gather(*(recorder.stop() for recorder in recorders))
@@ -292,7 +315,7 @@ async def run_aiortc(n: int, pool: list[YuvArray], seconds: float, tmp: Path) ->
     return step
 
 
-RUNS = {"asyncrec": run_asyncrec, "aiortc": run_aiortc}
+RUNS = {"asyncrec": run_asyncrec, "pool": run_encoder_pool, "aiortc": run_aiortc}
 #: Seconds the child processes of the ``processes`` side get to import and make their
 #: pictures before they all start recording at the same moment.
 CHILD_SETUP = 6.0
@@ -463,7 +486,7 @@ def describe(step: Step) -> str:
         f"{step.side} N={step.n}: kept up {step.kept}/{step.n}, worst behind {max(step.behind):.2f} s, "
         f"p99 lag {ms(step.p99)} ms, CPU {percent(step.cpu / step.window / (os.cpu_count() or 1))} % of the machine"
     )
-    if step.side in ("asyncrec", "processes"):
+    if step.side in ("asyncrec", "pool", "processes"):
         line += f", dropped {step.dropped}, audio lost {step.audio_lost}"
     if step.errors:
         line += f", errors: {'; '.join(step.errors)}"
@@ -480,133 +503,117 @@ def capacity_text(steps: list[Step]) -> str:
     return f"{held}+" if steps and steps[-1].kept_up else str(held)
 
 
+#: What each of asyncrec's sides is, for the report.
+OUR_SIDES = {
+    "asyncrec": "asyncrec, one process: every recording encodes on a worker thread of its own",
+    "pool": "asyncrec with an EncoderPool: the recordings' encoders and muxers in one process per core",
+    "processes": "the asyncrec side's recordings spread over one process per core (sources and all)",
+}
+
+
+def our_table(side: str, steps: list[Step], seconds: float) -> None:
+    cores = os.cpu_count() or 1
+    print()
+    print(
+        f"{OUR_SIDES[side]}; {seconds:g} s per N; behind = wall time minus the media encoded, worst recording; "
+        "ticks = wake-ups of the 10 ms ticker (about 100 a second when the loop is free);\n"
+        "CPU = the recorders' process (the sum of them for 'processes'), % of the machine; machine = all processes"
+    )
+    print_table(
+        [
+            *("N", "all kept up", "dropped", "audio lost", "behind s", "p99 lag ms", "max lag ms", "ticks"),
+            *("CPU %", "machine %", "worker ms/frame", "MB"),
+        ],
+        [
+            [
+                str(s.n),
+                "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
+                str(s.dropped),
+                str(s.audio_lost),
+                f"{max(s.behind):.2f}",
+                ms(s.p99),
+                ms(max(s.lag, default=math.nan)),
+                str(len(s.lag)),
+                percent(s.cpu / s.window / cores),
+                percent(s.machine),
+                f"{s.encoder_busy * 1000 / max(1, s.video_frames):.1f}",
+                f"{s.bytes_out / 1e6:.1f}",
+            ]
+            for s in steps
+        ],
+    )
+
+
+def aiortc_table(steps: list[Step]) -> None:
+    cores = os.cpu_count() or 1
+    print()
+    print("aiortc's MediaRecorder (encodes on the loop): video frames taken / due (30 per s of window), decoded")
+    print_table(
+        [
+            *("N", "all kept up", "video taken / due", "decoded", "behind s", "p99 lag ms", "max lag ms", "ticks"),
+            *("CPU %", "machine %", "MB"),
+        ],
+        [
+            [
+                str(s.n),
+                "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
+                f"{s.video_frames} / {round(s.window * FPS) * s.n}",
+                "-" if s.decoded is None else str(s.decoded),
+                f"{max(s.behind):.2f}",
+                ms(s.p99),
+                ms(max(s.lag, default=math.nan)),
+                str(len(s.lag)),
+                percent(s.cpu / s.window / cores),
+                percent(s.machine),
+                f"{s.bytes_out / 1e6:.1f}",
+            ]
+            for s in steps
+        ],
+    )
+
+
+def lag_table(steps: dict[str, list[Step]]) -> None:
+    """p99 loop lag of every side at each N, side by side."""
+    sides = [side for side in SIDES if steps.get(side)]
+    by_side = {side: {s.n: s for s in steps[side]} for side in sides}
+    print()
+    print("p99 event-loop lag side by side (ms; 'behind': that step did not keep up)")
+    rows = []
+    for n in sorted({s.n for side in sides for s in steps[side]}):
+        row = [str(n)]
+        for side in sides:
+            step = by_side[side].get(n)
+            row.append("-" if step is None else ms(step.p99) + ("" if step.kept_up else " (behind)"))
+        rows.append(row)
+    print_table(["N", *sides], rows)
+
+
 def report(steps: dict[str, list[Step]], raws: list[Raw], seconds: float) -> None:
     cores = os.cpu_count() or 1
-    mine = steps.get("asyncrec", [])
-    theirs = steps.get("aiortc", [])
-    if mine:
-        print()
-        print(
-            f"asyncrec: {seconds:g} s per N; behind = wall time minus the media encoded, worst recording; "
-            "ticks = wake-ups of the 10 ms ticker (about 100 a second when the loop is free);\n"
-            "CPU = this process, % of the machine (all cores); machine = all processes"
-        )
-        print_table(
-            [
-                *("N", "all kept up", "dropped", "audio lost", "behind s", "p99 lag ms", "max lag ms", "ticks"),
-                *("CPU %", "machine %", "worker ms/frame", "MB"),
-            ],
-            [
-                [
-                    str(s.n),
-                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
-                    str(s.dropped),
-                    str(s.audio_lost),
-                    f"{max(s.behind):.2f}",
-                    ms(s.p99),
-                    ms(max(s.lag, default=math.nan)),
-                    str(len(s.lag)),
-                    percent(s.cpu / s.window / cores),
-                    percent(s.machine),
-                    f"{s.encoder_busy * 1000 / max(1, s.video_frames):.1f}",
-                    f"{s.bytes_out / 1e6:.1f}",
-                ]
-                for s in mine
-            ],
-        )
-    if theirs:
-        print()
-        print("aiortc's MediaRecorder (encodes on the loop): video frames taken / due (30 per s of window), decoded")
-        print_table(
-            [
-                *("N", "all kept up", "video taken / due", "decoded", "behind s", "p99 lag ms", "max lag ms", "ticks"),
-                *("CPU %", "machine %", "MB"),
-            ],
-            [
-                [
-                    str(s.n),
-                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
-                    f"{s.video_frames} / {round(s.window * FPS) * s.n}",
-                    "-" if s.decoded is None else str(s.decoded),
-                    f"{max(s.behind):.2f}",
-                    ms(s.p99),
-                    ms(max(s.lag, default=math.nan)),
-                    str(len(s.lag)),
-                    percent(s.cpu / s.window / cores),
-                    percent(s.machine),
-                    f"{s.bytes_out / 1e6:.1f}",
-                ]
-                for s in theirs
-            ],
-        )
-    if mine and theirs:
-        print()
-        print("p99 event-loop lag side by side (ms)")
-        theirs_by_n = {s.n: s for s in theirs}
-        rows = []
-        for s in mine:
-            other = theirs_by_n.get(s.n)
-            rows.append(
-                [
-                    str(s.n),
-                    ms(s.p99) + ("" if s.kept_up else " (behind)"),
-                    "-" if other is None else ms(other.p99) + ("" if other.kept_up else " (behind)"),
-                    "-" if other is None else f"{other.p99 / s.p99:.0f}x",
-                ]
-            )
-        print_table(["N", "asyncrec", "aiortc", "aiortc / asyncrec"], rows)
-
-    pool_steps = steps.get("processes", [])
-    if pool_steps:
-        print()
-        print(f"processes: the same recordings spread over {cores} processes (worker threads in each)")
-        print_table(
-            ["N", "all kept up", "dropped", "audio lost", "behind s", "p99 lag ms", "CPU %", "machine %"],
-            [
-                [
-                    str(s.n),
-                    "yes" if s.kept_up else f"NO ({s.kept}/{s.n})",
-                    str(s.dropped),
-                    str(s.audio_lost),
-                    f"{max(s.behind):.2f}",
-                    ms(s.p99),
-                    percent(s.cpu / s.window / cores),
-                    percent(s.machine),
-                ]
-                for s in pool_steps
-            ],
-        )
+    for side in OUR_SIDES:
+        if steps.get(side):
+            our_table(side, steps[side], seconds)
+    if steps.get("aiortc"):
+        aiortc_table(steps["aiortc"])
+    if len([side for side in SIDES if steps.get(side)]) > 1:
+        lag_table(steps)
     limit = sum(raw.limit for raw in raws) / len(raws)
     print()
     print(
         f"raw limit {limit:.1f} recordings (one PyAV thread's {sum(r.fps for r in raws) / len(raws):.1f} fps x "
         f"{cores} cores / {FPS}; before the ladders {raws[0].limit:.1f}, after {raws[-1].limit:.1f})"
     )
-    if mine:
-        held = capacity(mine)
-        print(f"asyncrec: capacity {capacity_text(mine)}, raw limit {limit:.1f}, ratio {held / limit:.2f}")
-    if theirs:
-        held = capacity(theirs)
-        print(f"aiortc:   capacity {capacity_text(theirs)}, raw limit {limit:.1f}, ratio {held / limit:.2f}")
-    if pool_steps:
-        held = capacity(pool_steps)
-        print(
-            f"processes: capacity {capacity_text(pool_steps)}, raw limit {limit:.1f}, ratio {held / limit:.2f}"
-            + (f"; threads in one process: {capacity_text(mine)}" if mine else "")
-        )
+    for side in SIDES:
+        if steps.get(side):
+            held = capacity(steps[side])
+            at = next(s for s in steps[side] if s.n == held) if held else None
+            lag = f", p99 loop lag there {ms(at.p99)} ms" if at is not None else ""
+            print(f"{side:>9}: capacity {capacity_text(steps[side])}, ratio to the raw limit {held / limit:.2f}{lag}")
+    mine, theirs = steps.get("asyncrec", []), steps.get("aiortc", [])
     if mine and theirs:
         mine_held, theirs_held = capacity(mine), capacity(theirs)
         ratio = f"{mine_held / theirs_held:.1f}x" if theirs_held else f"aiortc held none, asyncrec {mine_held}"
         print(f"asyncrec capacity / aiortc capacity = {ratio}")
-        common = max({s.n for s in mine} & {s.n for s in theirs}, default=None)
-        if common is not None:
-            a = next(s for s in mine if s.n == common)
-            b = next(s for s in theirs if s.n == common)
-            print(
-                f"p99 loop lag at N={common} (the largest N both ran): asyncrec {ms(a.p99)} ms"
-                f"{'' if a.kept_up else ' (behind)'}, aiortc {ms(b.p99)} ms{'' if b.kept_up else ' (behind)'}, "
-                f"aiortc / asyncrec = {b.p99 / a.p99:.0f}x"
-            )
 
 
 def main() -> int:
@@ -665,7 +672,8 @@ def main() -> int:
     raws.append(measure_raw(pool, raw_seconds))
     report(steps, raws, seconds)
 
-    failed = [s for s in [*steps.get("asyncrec", []), *steps.get("processes", [])] if s.audio_lost or s.errors]
+    ours = [*steps.get("asyncrec", []), *steps.get("pool", []), *steps.get("processes", [])]
+    failed = [s for s in ours if s.audio_lost or s.errors]
     for step in failed:
         print(f"FAILED: asyncrec N={step.n}: {step.audio_lost} audio frames lost, errors: {step.errors or 'none'}")
     return 1 if failed else 0

@@ -44,14 +44,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 
 from _common import machine_info, print_table
+from _whip import Publisher, ServeProcess, cpu_seconds, make_source, publish, rss
 from asyncrec.whip._endpoint import use_ice_hosts
 
 FPS = 30
@@ -62,45 +60,10 @@ SIZE = "1280x720"
 IN_JITTER_BUFFER = {"video": 1, "audio": 4}
 
 
-def make_source(folder: Path, seconds: float) -> Path:
-    """A camera-like 720p30 VP8 + Opus WebM (Debian's ffmpeg)."""
-    path = folder / "source.webm"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={SIZE}:rate={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-         "-vf", "noise=alls=8:allf=t", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
-         "-b:v", "2M", "-g", str(2 * FPS), "-c:a", "libopus", "-ac", "2", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class Server:
+class Server(ServeProcess):
     def __init__(self, out: Path, port: int, transcode: bool) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.out = out
-        command = [sys.executable, "-m", "asyncrec", "serve", "--out", str(out), "--port", str(port),
-                   "--ice-host", "127.0.0.1", "--max-sessions", "200", "--no-auth", "--log-level", "warning",
-                   "--max-session-memory", "512M"]  # fmt: skip
-        if transcode:
-            command.append("--transcode")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # its URL line: listening
+        options = ["--max-sessions", "200", "--no-auth", "--max-session-memory", "512M"]
+        super().__init__(out, port, *options, *(["--transcode"] if transcode else []))
 
     async def metrics(self, http: aiohttp.ClientSession) -> dict[str, float]:
         async with http.get(f"{self.url}/metrics") as response:
@@ -111,52 +74,6 @@ class Server:
             if match:
                 found[f"{match[1]}:{match[2]}"] = float(match[3])
         return found
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-
-
-@dataclass
-class Publisher:
-    pc: RTCPeerConnection
-    player: MediaPlayer
-    location: str = ""
-    sent: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
-    counting: bool = True
-
-    def count(self, track: Any) -> None:
-        recv = track.recv
-
-        async def counted() -> Any:
-            packet = await recv()
-            if self.counting:
-                self.sent[track.kind] += 1
-            return packet
-
-        track.recv = counted
-
-
-async def publish(http: aiohttp.ClientSession, url: str, source: Path) -> Publisher:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    player = MediaPlayer(str(source), decode=False)
-    publisher = Publisher(pc, player)
-    connected = asyncio.Event()
-    pc.on("connectionstatechange", lambda: connected.set() if pc.connectionState == "connected" else None)
-    for track in (player.video, player.audio):
-        assert track is not None
-        publisher.count(track)
-        pc.addTransceiver(track, direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    headers = {"Content-Type": "application/sdp"}
-    async with http.post(f"{url}/whip", data=pc.localDescription.sdp, headers=headers) as response:
-        answer = await response.text()
-        assert response.status == 201, (response.status, answer)
-        location = response.headers["Location"]
-    publisher.location = f"{url}{location}" if location.startswith("/") else location
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    await asyncio.wait_for(connected.wait(), 30)
-    return publisher
 
 
 def count_packets(path: Path) -> dict[str, int]:
@@ -214,9 +131,7 @@ async def run_step(server: Server, source: Path, mode: str, n: int, seconds: flo
             step.peak_rss_mib = peak / 2**20
             for publisher in publishers:
                 publisher.counting = False
-                for track in (publisher.player.video, publisher.player.audio):
-                    if track is not None:
-                        track.stop()
+                publisher.stop_sending()
             await asyncio.sleep(1.0)  # what is in flight arrives
             metrics = await server.metrics(http)
             step.server_lost = sum(v for k, v in metrics.items() if "lost" in k or "dropped" in k)
@@ -312,7 +227,7 @@ async def main() -> int:
     print(machine_info())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        source = make_source(folder, args.seconds + 10)
+        source = make_source(folder, SIZE, args.seconds + 10, FPS, grain=True)
         out = folder / "out"
         copy = await ladder("copy", args.copy, source, out, args.seconds)
         transcode = await ladder("transcode", args.transcode, source, out, args.seconds)

@@ -32,83 +32,27 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 
+from _whip import ServeProcess, make_source, publish, rss
 from asyncrec.whip._endpoint import use_ice_hosts
 
 SIZES = ("640x480", "1280x720", "1920x1080", "3840x2160")
 SAMPLE = 0.2
 
 
-def make_source(folder: Path, size: str, seconds: float, fps: int) -> Path:
-    """A VP8 + Opus WebM of a moving test picture and a tone (Debian's ffmpeg)."""
-    path = folder / f"source-{size}.webm"
-    if not path.exists():
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-             "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "2M", "-g", "60",
-             "-c:a", "libopus", "-ac", "2", str(path)],
-            check=True,
-        )  # fmt: skip
-    return path
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-class Server:
-    def __init__(self, out: Path, port: int, copy: bool = False) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "asyncrec", "serve", "--out", str(out), "--port", str(port),
-             "--ice-host", "127.0.0.1", "--max-sessions", "32", "--log-level", "warning",
-             *([] if copy else ["--transcode"])],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # its URL line: listening
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-
-
-async def publish(http: aiohttp.ClientSession, url: str, source: Path) -> tuple[RTCPeerConnection, str]:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    player = MediaPlayer(str(source), decode=False)
-    for track in (player.video, player.audio):
-        if track is not None:
-            pc.addTransceiver(track, direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    headers = {"Content-Type": "application/sdp"}
-    async with http.post(f"{url}/whip", data=pc.localDescription.sdp, headers=headers) as response:
-        answer = await response.text()
-        assert response.status == 201, (response.status, answer)
-        location = response.headers["Location"]
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    return pc, f"{url}{location}" if location.startswith("/") else location
-
-
-async def measure(server: Server, source: Path, sessions: int, seconds: float) -> dict[str, float]:
+async def measure(server: ServeProcess, source: Path, sessions: int, seconds: float) -> dict[str, float]:
     before = rss(server.proc.pid)
     samples: list[tuple[float, int]] = []
     async with aiohttp.ClientSession() as http:
         started = time.monotonic()
-        pcs = [await publish(http, server.url, source) for _ in range(sessions)]
+        publishers = [await publish(http, server.url, source, connected=False) for _ in range(sessions)]
         while (now := time.monotonic()) - started < seconds:
             samples.append((now - started, rss(server.proc.pid)))
             await asyncio.sleep(SAMPLE)  # a sampling period, not a wait for an event
-        for pc, location in pcs:
-            async with http.delete(location) as response:
+        for publisher in publishers:
+            async with http.delete(publisher.location) as response:
                 await response.read()
-            await pc.close()
+            await publisher.pc.close()
     steady = [value for at, value in samples if at >= seconds / 2]
     return {
         "before_mib": before / 2**20,
@@ -149,7 +93,7 @@ async def main() -> int:
         out = folder / "out"
         sources = {size: make_source(folder, size, args.seconds + 5, args.fps) for size in ["320x240", *args.sizes]}
         port = 18000 + os.getpid() % 1000
-        server = Server(out, port, copy=args.copy)
+        server = ServeProcess(out, port, "--max-sessions", "32", *([] if args.copy else ["--transcode"]))
         try:
             await measure(server, sources["320x240"], 1, 3.0)  # warm-up: codec libraries loaded
             check_files(out, 1)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 from s3_server import CephS3, delete_bucket, missing_programs
@@ -92,6 +92,30 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"])
+
+
+async def close_peers(*connections: RTCPeerConnection) -> None:
+    """Stop the local tracks each connection sends (a ``FrameTrack`` runs until stopped),
+    then close it."""
+    for pc in connections:
+        for sender in pc.getSenders():
+            if sender.track is not None:
+                sender.track.stop()
+        await pc.close()
+
+
+@pytest.fixture
+async def peers(loopback_ice: None) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+    """A sending and a receiving peer connection on 127.0.0.1, closed after the test.
+
+    No ICE servers: aiortc's default is Google's public STUN server.
+    """
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        yield sender, receiver
+    finally:
+        await close_peers(sender, receiver)
 
 
 #: ``await app_server(out, **options)``

@@ -11,7 +11,6 @@ import json
 import subprocess
 import tempfile
 import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from playwright.async_api import Browser
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 from asyncrec._aiortc_tap import tap_for
 from browser_media import append_chunks, serve_files
+from conftest import close_peers
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, ffprobe_video
 from test_browser import chromium  # noqa: F401 - the fixture, requested by name below
 from test_browser_playback import browser  # noqa: F401 - the fixture, requested by name below
@@ -30,21 +30,6 @@ from test_browser_playback import browser  # noqa: F401 - the fixture, requested
 RECORD_SECONDS = 2.5
 TIMESLICE_MS = 500
 CONNECT_TIMEOUT = 15
-
-
-@pytest.fixture
-async def peers(loopback_ice: None) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
-    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    local: list[MediaStreamTrack] = []
-    sender._test_tracks = local  # type: ignore[attr-defined]
-    try:
-        yield sender, receiver
-    finally:
-        for track in local:
-            track.stop()
-        await sender.close()
-        await receiver.close()
 
 
 async def connect(
@@ -60,7 +45,6 @@ async def connect(
     local: list[MediaStreamTrack] = [FrameTrack(moving_pattern(*size), fps=30)]
     if audio:
         local.append(SampleTrack(sine_tone(440)))
-    sender._test_tracks.extend(local)  # type: ignore[attr-defined]
     remote = MediaStream()
     arrived = asyncio.get_running_loop().create_future()
 
@@ -279,7 +263,6 @@ async def test_a_resolution_change_is_carried_through(
         return (small if seconds < switch_at else large)(index, seconds)
 
     track = FrameTrack(picture, fps=30)
-    sender._test_tracks.append(track)  # type: ignore[attr-defined]
     remote = MediaStream()
     arrived = asyncio.get_running_loop().create_future()
     receiver.on("track", lambda t: (remote.addTrack(t), arrived.done() or arrived.set_result(None)))
@@ -490,7 +473,6 @@ async def test_lost_audio_is_filled_with_silence_and_counted(
 async def test_a_tapped_receiver_goes_away_with_its_peer_connection(loopback_ice: None) -> None:
     sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    sender._test_tracks = []  # type: ignore[attr-defined]
     try:
         remote = await connect(sender, receiver, audio=False)
         [video] = remote.getVideoTracks()
@@ -499,10 +481,7 @@ async def test_a_tapped_receiver_goes_away_with_its_peer_connection(loopback_ice
         gone = weakref.ref(receiver.getReceivers()[0])
         await record(remote, Path(tempfile.mkdtemp()) / "v.webm", seconds=1.0)
     finally:
-        for track in sender._test_tracks:  # type: ignore[attr-defined]
-            track.stop()
-        await sender.close()
-        await receiver.close()
+        await close_peers(sender, receiver)
     del receiver, remote, video, tap
     for _ in range(3):
         gc.collect()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCPeerConnection
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -20,18 +19,6 @@ RECORD_SECONDS = 3.0
 TIMESLICE_MS = 500
 FPS = 30
 CONNECT_TIMEOUT = 15
-
-
-@pytest.fixture
-async def peers(loopback_ice: None) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
-    # No ICE servers: aiortc's default is Google's public STUN server.
-    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        yield sender, receiver
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 def candidate_addresses(sdp: str) -> set[str]:

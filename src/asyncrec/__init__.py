@@ -16,6 +16,7 @@ The WHIP names (``WhipEndpoint``, ``WhipSession``, ``record_sessions``) need aio
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from ._encoder_pool import EncoderPool
 from ._errors import (
     AsyncrecError,
     EncodingError,
@@ -66,6 +67,7 @@ __all__ = [
     "AsyncrecError",
     "BlobEvent",
     "Completion",
+    "EncoderPool",
     "EncodingError",
     "ErrorEvent",
     "Event",

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from ._container import WorkerSettings
 from ._copy import CopyPolicy
+from ._encoder_pool import EncoderPool
 from ._errors import (
     AsyncrecError,
     InvalidModificationError,
@@ -87,6 +88,7 @@ class MediaRecorder:
         independent_chunks: bool = False,
         max_video_size: tuple[int, int] | None = None,
         passthrough: bool = True,
+        encoder_pool: EncoderPool | None = None,
     ) -> None:
         """Create a recorder for ``stream``; nothing starts until :meth:`start`.
 
@@ -110,6 +112,11 @@ class MediaRecorder:
         tracks are copied and ``mimeType``, after ``start``, names what is written.
         False: every track is decoded and encoded.
 
+        ``encoder_pool``: the recording is encoded and muxed in one of the pool's
+        processes instead of on a thread of this process (see :class:`EncoderPool`): for
+        many recordings at once, which then use every core and leave the event loop's
+        thread alone. Events, chunks and statistics are the same either way.
+
         Raises:
             NotSupportedError: ``mimeType`` names a container or codec that cannot be
                 recorded (see :meth:`isTypeSupported`).
@@ -125,6 +132,8 @@ class MediaRecorder:
             raise TypeError("independent_chunks must be a bool")
         if not isinstance(passthrough, bool):
             raise TypeError("passthrough must be a bool")
+        if encoder_pool is not None and not isinstance(encoder_pool, EncoderPool):
+            raise TypeError(f"encoder_pool must be an EncoderPool, not {type(encoder_pool).__name__}")
         if max_video_size is not None:
             width, height = max_video_size
             if not (isinstance(width, int) and isinstance(height, int) and width >= 2 and height >= 2):
@@ -153,6 +162,7 @@ class MediaRecorder:
         self._independent_chunks = independent_chunks
         self._passthrough = passthrough
         self._max_video_size = max_video_size
+        self._encoder_pool = encoder_pool
 
         self._dispatcher = EventDispatcher()
         self._dispatcher.on_sink_error = self._sink_failed
@@ -275,7 +285,8 @@ class MediaRecorder:
         Returns an awaitable that completes once ``"start"`` has been dispatched.
 
         Raises:
-            InvalidStateError: the recorder is not inactive.
+            InvalidStateError: the recorder is not inactive, or its ``encoder_pool`` is
+                closed.
             NotSupportedError: the stream is inactive, nothing in it can be recorded with
                 the ``mimeType``, or both key-frame interval options are set.
             RuntimeError: no event loop is running.
@@ -288,6 +299,8 @@ class MediaRecorder:
             raise NotSupportedError("the stream is inactive")
         if self._key_frame_duration is not None and self._key_frame_count is not None:
             raise NotSupportedError("videoKeyFrameIntervalDuration and videoKeyFrameIntervalCount are exclusive")
+        if self._encoder_pool is not None and self._encoder_pool.closed:
+            raise InvalidStateError("the encoder pool is closed")
         live = [t for t in self._stream.getTracks() if getattr(t, "readyState", "live") == "live"]
         video = next((t for t in live if t.kind == "video"), None)
         audio = next((t for t in live if t.kind == "audio"), None)
@@ -311,7 +324,7 @@ class MediaRecorder:
             independent_chunks=self._independent_chunks,
             max_video_size=self._max_video_size,
         )
-        recording = Recording(self, fmt, tracks, settings, self._copy_policy(fmt))
+        recording = Recording(self, fmt, tracks, settings, self._copy_policy(fmt), self._encoder_pool)
         self._state = "recording"
         self._mime_type = self._constrained_mime
         self._recording = self._last_recording = recording

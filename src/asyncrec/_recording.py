@@ -32,6 +32,7 @@ from ._clock import RecordingClock
 from ._container import WorkerSettings
 from ._copy import CopyInput, CopyPolicy
 from ._encoded import EncodedFrame
+from ._encoder_pool import EncoderPool, ProcessWorker
 from ._errors import AsyncrecError, QuotaExceededError
 from ._events import BlobEvent, Event
 from ._fanout import Arrival, TrackFanout, fanout
@@ -242,6 +243,7 @@ class Recording:
         tracks: list[Track],
         settings: WorkerSettings,
         copy_policy: CopyPolicy | None = None,
+        encoder_pool: EncoderPool | None = None,
     ) -> None:
         self._owner = owner
         self._loop = asyncio.get_running_loop()
@@ -259,14 +261,10 @@ class Recording:
         #: sources that can wait (backpressure, within max_undelivered_bytes).
         self.outflow = threading.Event()
         self.outflow.set()
-        self._worker = RecordingWorker(
-            fmt,
-            [TrackInfo(t.kind, frame_rate(t) if t.kind == "video" else None) for t in tracks],
-            settings,
-            self.handoff,
-            self._post_from_worker,
-            self.counters,
-            self.outflow,
+        infos = [TrackInfo(t.kind, frame_rate(t) if t.kind == "video" else None) for t in tracks]
+        args = (fmt, infos, settings, self.handoff, self._post_from_worker, self.counters, self.outflow)
+        self._worker: RecordingWorker | ProcessWorker = (
+            RecordingWorker(*args) if encoder_pool is None else ProcessWorker(encoder_pool, *args)
         )
         self.slots: deque[Slot] = deque()
         #: Completes once ``stop`` has been dispatched and everything is released.

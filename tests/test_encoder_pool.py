@@ -1,0 +1,242 @@
+"""EncoderPool: recordings encoded and muxed in other processes behave as on threads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+
+from asyncrec import EncoderPool, InvalidStateError, MediaRecorder, UnknownError
+from asyncrec._encoder_pool import ProcessWorker
+from asyncrec._encoder_process import ChannelHandOff, send_items
+from asyncrec._handoff import Cut, FrameItem, Stop
+from conftest import EventLog, make_stream
+from media_check import ffmpeg_decode_errors, ffprobe_streams
+
+
+@pytest.fixture
+async def encoder_pool() -> AsyncIterator[EncoderPool]:
+    async with EncoderPool(2) as pool:
+        yield pool
+
+
+def packets(data: bytes) -> list[tuple[str, int | None, bytes]]:
+    """Every packet of a recording: its kind, timestamp and bytes."""
+    with av.open(io.BytesIO(data)) as container:
+        return [(p.stream.type, p.pts, bytes(p)) for p in container.demux() if p.size]
+
+
+def worker_of(recorder: MediaRecorder) -> ProcessWorker:
+    worker = recorder._last_recording._worker  # type: ignore[union-attr]
+    assert isinstance(worker, ProcessWorker)
+    return worker
+
+
+async def record(stream_seconds: float, pool: EncoderPool | None) -> tuple[EventLog, MediaRecorder]:
+    recorder = MediaRecorder(make_stream(duration=stream_seconds, size=(320, 240)), encoder_pool=pool)
+    log = EventLog(recorder)
+    await recorder.start(200)
+    await log.wait_stopped()
+    return log, recorder
+
+
+async def test_a_recording_in_a_process_is_the_one_a_thread_makes(encoder_pool: EncoderPool, tmp_path: Path) -> None:
+    """A source that is not real time is cut by media time, so both ways give the same
+    events and, byte for byte, the same file."""
+    in_thread, thread_recorder = await record(2.0, None)
+    in_process, process_recorder = await record(2.0, encoder_pool)
+    assert in_process.types == in_thread.types
+    assert in_process.types[0] == "start"
+    assert in_process.types[-1] == "stop"
+    assert in_process.types.count("dataavailable") >= 10
+    # The header differs only in the Matroska segment's random UID.
+    assert packets(in_process.data) == packets(in_thread.data)
+    stats = process_recorder.statistics()
+    assert [t.frames_encoded for t in stats.tracks] == [t.frames_in for t in stats.tracks] == [60, 100]
+    assert stats.encoder_busy_time > 0
+    assert stats.bytes_out == len(in_process.data)
+    assert process_recorder.mimeType == thread_recorder.mimeType == "video/webm;codecs=vp8,opus"
+    path = tmp_path / "pool.webm"
+    path.write_bytes(in_process.data)
+    streams = {s["codec_type"]: s for s in ffprobe_streams(path)}
+    assert streams["video"]["codec_name"] == "vp8"
+    assert int(streams["video"]["nb_read_frames"]) == 60
+    assert streams["audio"]["codec_name"] == "opus"
+    assert ffmpeg_decode_errors(path) == ""
+
+
+def round_trip(frames: list[av.VideoFrame | av.AudioFrame]) -> list[av.VideoFrame | av.AudioFrame]:
+    ours, theirs = socket.socketpair()
+    sender, receiver = Connection(ours.detach()), Connection(theirs.detach())
+    items = [FrameItem(0, f, 0.1 * n, 5.0, 10, True, True) for n, f in enumerate(frames)]
+    # A batch larger than the socket's buffer: the send waits for the reader.
+    thread = threading.Thread(target=send_items, args=(sender, [*items, Cut(7), Stop(None)]))
+    thread.start()
+    got = ChannelHandOff(receiver).take(5.0)
+    thread.join()
+    sender.close()
+    receiver.close()
+    assert got[-2:] == [Cut(7), Stop(None)]
+    assert [(i.time, i.arrival, i.realtime) for i in got[:-2]] == [(i.time, i.arrival, i.realtime) for i in items]  # type: ignore[union-attr]
+    return [i.frame for i in got[:-2]]  # type: ignore[union-attr]
+
+
+def decoded_frame(width: int, height: int) -> av.VideoFrame:
+    """A frame as a decoder gives it: rows padded wider than a new frame's."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        rng = np.random.default_rng(1)
+        picture = av.VideoFrame.from_ndarray(rng.integers(0, 255, (height * 3 // 2, width), np.uint8), format="yuv420p")
+        for packet in [*stream.encode(picture), *stream.encode()]:
+            out.mux(packet)
+    buffer.seek(0)
+    with av.open(buffer) as source:
+        frame = next(source.decode(video=0))
+    assert frame.planes[0].line_size != av.VideoFrame(width, height, "yuv420p").planes[0].line_size
+    return frame
+
+
+def test_frames_cross_to_the_process_intact() -> None:
+    rgb = av.VideoFrame.from_ndarray(np.arange(481 * 643 * 3, dtype=np.uint32).astype(np.uint8).reshape(481, 643, 3))
+    rgb.pts, rgb.time_base = 12, Fraction(1, 90000)
+    padded = decoded_frame(642, 482)
+    stereo = av.AudioFrame.from_ndarray(np.arange(1920, dtype=np.int16).reshape(1, 1920), format="s16", layout="stereo")
+    stereo.sample_rate, stereo.pts, stereo.time_base = 48000, 960, Fraction(1, 48000)
+    planar = av.AudioFrame.from_ndarray(np.linspace(-1, 1, 2 * 441, dtype=np.float32).reshape(2, 441), format="fltp")
+    planar.sample_rate = 44100
+    sent = [rgb, padded, stereo, planar]
+    got = round_trip(sent)
+    for a, b in zip(sent, got, strict=True):
+        assert type(a) is type(b)
+        assert a.format.name == b.format.name
+        assert np.array_equal(a.to_ndarray(), b.to_ndarray())
+        assert (a.pts, a.time_base) == (b.pts, b.time_base)
+    assert (got[0].width, got[0].height) == (643, 481)
+    assert (got[2].sample_rate, got[2].layout.name, got[2].samples) == (48000, "stereo", 960)
+    assert (got[3].sample_rate, got[3].layout.name, got[3].samples) == (44100, "stereo", 441)
+
+
+async def test_a_killed_process_fails_only_its_recordings(encoder_pool: EncoderPool, tmp_path: Path) -> None:
+    """The recordings in a process that dies report an error and keep what was delivered;
+    a recording in the other process goes on; the next recording gets a new process."""
+    doomed = MediaRecorder(make_stream(realtime=True, duration=None), encoder_pool=encoder_pool)
+    other = MediaRecorder(make_stream(realtime=True, duration=None), encoder_pool=encoder_pool)
+    doomed_log, other_log = EventLog(doomed), EventLog(other)
+    await doomed.start(200)
+    await other.start(200)
+    three = asyncio.Event()
+    doomed.on("dataavailable", lambda _: three.set() if doomed_log.types.count("dataavailable") >= 3 else None)
+    await asyncio.wait_for(three.wait(), 10)
+    pid = worker_of(doomed).pid
+    assert pid is not None
+    assert worker_of(other).pid not in (None, pid), "two recordings, two processes"
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(doomed_log.wait_stopped(), 10)
+    assert doomed_log.types[-2:] == ["error", "stop"] or doomed_log.types[-3:-1] == ["error", "dataavailable"]
+    [error] = [e.error for e in doomed_log.events if e.type == "error"]
+    assert isinstance(error, UnknownError)
+    assert "encoder process" in str(error)
+    assert doomed_log.data.startswith(b"\x1a\x45\xdf\xa3")  # what was delivered is kept
+    assert other.state == "recording"
+    await other.stop()
+    path = tmp_path / "other.webm"
+    path.write_bytes(other_log.data)
+    assert "error" not in other_log.types
+    assert ffmpeg_decode_errors(path) == ""
+    for recorder in (doomed, other):
+        for track in recorder.stream.getTracks():
+            track.stop()
+    log, recorder = await record(0.5, encoder_pool)
+    assert "error" not in log.types
+    assert recorder.statistics().tracks[0].frames_encoded == 15
+    assert pid not in encoder_pool.pids
+    assert len(encoder_pool.pids) == 2
+
+
+async def test_recordings_go_to_the_least_busy_process(encoder_pool: EncoderPool) -> None:
+    recorders = [MediaRecorder(make_stream(realtime=True, duration=None), encoder_pool=encoder_pool) for _ in range(4)]
+    logs = [EventLog(r) for r in recorders]
+    for recorder in recorders:
+        await recorder.start(500)
+    started = [asyncio.Event() for _ in recorders]
+    for recorder, event in zip(recorders, started, strict=True):
+        recorder.on("dataavailable", lambda _, e=event: e.set())  # its process has produced a chunk
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 10)
+    pids = [worker_of(r).pid for r in recorders]
+    assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
+    await asyncio.gather(*(r.stop() for r in recorders))
+    for recorder, log in zip(recorders, logs, strict=True):
+        assert log.types[-1] == "stop"
+        assert "error" not in log.types
+        for track in recorder.stream.getTracks():
+            track.stop()
+
+
+async def test_a_closed_pool_is_refused_and_bad_options_raise() -> None:
+    pool = EncoderPool(1)
+    await pool.start()
+    [pid] = pool.pids
+    await pool.close()
+    await pool.close()
+    assert pool.closed
+    assert pool.pids == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # it exited (and was waited for)
+    recorder = MediaRecorder(make_stream(), encoder_pool=pool)
+    with pytest.raises(InvalidStateError):
+        await recorder.start()
+    assert recorder.state == "inactive"
+    with pytest.raises(InvalidStateError):
+        await pool.start()
+    with pytest.raises(ValueError, match="at least 1"):
+        EncoderPool(0)
+    with pytest.raises(TypeError, match="EncoderPool"):
+        MediaRecorder(make_stream(), encoder_pool=2)  # type: ignore[arg-type]
+
+
+async def test_a_pool_closed_under_running_recordings_lets_them_finish() -> None:
+    pool = EncoderPool(1)
+    await pool.start()
+    recorder = MediaRecorder(make_stream(realtime=True, duration=1.0), encoder_pool=pool)
+    log = EventLog(recorder)
+    await recorder.start(200)
+    await asyncio.sleep(0.3)  # a third of the recording
+    closing = asyncio.ensure_future(pool.close())
+    await log.wait_stopped()
+    await closing
+    assert "error" not in log.types
+    assert recorder.statistics().tracks[0].frames_encoded == 30
+
+
+async def test_copied_webrtc_tracks_through_the_pool(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection], encoder_pool: EncoderPool, tmp_path: Path
+) -> None:
+    from test_passthrough import connect
+
+    remote = await connect(*peers)
+    recorder = MediaRecorder(remote, encoder_pool=encoder_pool)
+    log = EventLog(recorder)
+    await recorder.start(250)
+    await asyncio.sleep(1.5)  # media to record
+    await recorder.stop()
+    stats = recorder.statistics()
+    assert [t.copied for t in stats.tracks] == [True, True]
+    path = tmp_path / "copied.webm"
+    path.write_bytes(log.data)
+    streams = {s["codec_type"]: s for s in ffprobe_streams(path)}
+    assert int(streams["video"]["nb_read_frames"]) == stats.tracks[0].frames_encoded > 20
+    assert ffmpeg_decode_errors(path) == ""
