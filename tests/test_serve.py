@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,37 @@ async def test_a_publisher_that_vanishes_still_gives_a_playable_file(tmp_path: P
         [path] = finished_recordings(out)
         check_recording(path, video="vp8", audio="opus", size=(320, 240), duration=DURATION)
         assert await server.interrupt() == 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started, from any of its threads."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(p) for p in children.read().split()]
+    return sorted(found)
+
+
+async def test_serve_transcodes_in_encoder_processes(loopback_ice: None, tmp_path: Path) -> None:
+    """``--encoder-processes 2``: two processes start with the server, a transcoded
+    session is encoded in one of them, and they exit with the server."""
+    out = tmp_path / "out"
+    async with (
+        serve_process(out, "--transcode", "--encoder-processes", "2", log=tmp_path / "serve.log") as server,
+        aiohttp.ClientSession() as http,
+    ):
+        encoders = child_pids(server.proc.pid)
+        assert len(encoders) == 2, server.stderr()
+        async with Publisher() as publisher:
+            await publisher.publish(http, server.url + "whip")
+            await publisher.wait_connected()
+            await asyncio.sleep(PUBLISH_SECONDS)
+            assert await publisher.delete(http) == 200
+        [path] = finished_recordings(out)
+        assert child_pids(server.proc.pid) == encoders
+        assert await server.interrupt() == 0, server.stderr()
+    for pid in encoders:
+        assert not os.path.exists(f"/proc/{pid}"), "an encoder process outlived the server"  # noqa: ASYNC240
+    assert "Traceback" not in server.stderr()
+    assert "copied=none" in server.stderr(), server.stderr()
+    check_recording(path, video="vp8", audio="opus", size=(320, 240), duration=DURATION)

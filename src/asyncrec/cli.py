@@ -115,6 +115,16 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
 def _source(text: str) -> str:
     kind, sep, value = text.partition(":")
     if text in ("fake", "default") or (sep and value and kind in ("camera", "mic", "file")):
@@ -273,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode and re-encode every publisher (default: copy their frames as they came when their "
         "codecs fit the container, transcode the others; the log says which per session)",
+    )
+    serve.add_argument(
+        "--encoder-processes",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="encode and mux sessions in N processes (an EncoderPool: every core used, the event loop left to "
+        "the network); 0 encodes each session on a thread of the server's process (default: 0)",
     )
     serve.add_argument(
         "--max-session-memory",
@@ -730,6 +748,7 @@ async def _serve(args: argparse.Namespace) -> int:
         worker_id=args.worker_id,
         trusted_proxies=args.trusted_proxy or (),
         passthrough=not args.transcode,
+        encoder_processes=args.encoder_processes,
     )
     runner = web.AppRunner(app)
     await runner.setup()

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+from .._encoder_pool import EncoderPool
 from .._errors import SinkError
 from .._events import BlobEvent
 from .._formats import CONTAINERS, check_type, parse_mime_type
@@ -55,6 +56,7 @@ def record_sessions(
     metrics: ServerMetrics | None = None,
     worker_id: str | None = None,
     passthrough: bool = True,
+    encoder_pool: EncoderPool | None = None,
 ) -> Callable[[WhipSession], Awaitable[None]]:
     """A WhipEndpoint callback that records each session to ``directory``, or to objects
     under ``s3://BUCKET/PREFIX`` (:class:`~asyncrec.ObjectSink`).
@@ -76,7 +78,8 @@ def record_sessions(
 
     ``passthrough``: a publisher's frames are copied as they came when their codec fits
     the container (see :class:`~asyncrec.MediaRecorder`), else, or with False, decoded
-    and encoded; the log says which, per track.
+    and encoded; the log says which, per track. ``encoder_pool``: sessions are encoded
+    and muxed in its processes (see :class:`~asyncrec.EncoderPool`).
 
     Raises NotSupportedError at once for a ``mimeType`` that cannot be recorded.
     """
@@ -102,7 +105,11 @@ def record_sessions(
             partial = final + PARTIAL
             sink = FileSink(partial)
         recorder = MediaRecorder(
-            session.stream, mimeType=mimeType, max_video_size=max_video_size, passthrough=passthrough
+            session.stream,
+            mimeType=mimeType,
+            max_video_size=max_video_size,
+            passthrough=passthrough,
+            encoder_pool=encoder_pool,
         )
         recorder.max_undelivered_bytes = MAX_UNWRITTEN
         facts = {"session": session.id, "remote": session.remote}

@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .._encoder_pool import EncoderPool
 from .._object_storage import prepare_s3
 from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
@@ -56,6 +57,7 @@ def create_app(
     worker_id: str | None = None,
     trusted_proxies: Iterable[str] = (),
     passthrough: bool = True,
+    encoder_processes: int = 0,
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
     ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
@@ -83,12 +85,18 @@ def create_app(
     balancers whose ``X-Forwarded-For`` gives the publisher's address. ``passthrough``:
     publishers' frames are copied when their codecs fit the container (the default),
     else decoded and encoded (see :func:`~asyncrec.whip.record_sessions`).
+    ``encoder_processes``: sessions are encoded and muxed in that many processes (an
+    :class:`~asyncrec.EncoderPool`, started with the app and closed after its sessions),
+    0 on a thread each in this process.
 
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
     token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, a
     negative disk bound, a disk bound with an ``s3://`` output, a malformed ``s3://`` URL
-    or worker id.
+    or worker id, a negative ``encoder_processes``.
     """
+    if encoder_processes < 0:
+        raise ValueError(f"encoder_processes must be 0 or more, not {encoder_processes}")
+    encoder_pool = EncoderPool(encoder_processes) if encoder_processes else None
     to_objects = str(out_dir).startswith("s3://")
     if worker_id is not None and not WORKER_ID.fullmatch(worker_id):
         raise ValueError(f"a worker id is 1 to 32 letters, digits, '-' or '_', not {worker_id!r}")
@@ -118,6 +126,7 @@ def create_app(
             metrics=metrics,
             worker_id=worker_id,
             passthrough=passthrough,
+            encoder_pool=encoder_pool,
         ),
         admit=admit,
         on_refused=metrics.refuse,
@@ -234,6 +243,17 @@ def create_app(
 
         app.on_startup.append(prepare_objects)
     app.on_cleanup.append(stop_storage)
+    if encoder_pool is not None:
+        pool = encoder_pool
+
+        async def start_encoders(_app: web.Application) -> None:
+            await pool.start()
+
+        async def stop_encoders(_app: web.Application) -> None:
+            await pool.close()  # after on_shutdown ended the sessions: nothing left to wait for
+
+        app.on_startup.append(start_encoders)
+        app.on_cleanup.append(stop_encoders)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/metrics", metrics_page)
