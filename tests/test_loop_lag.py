@@ -9,7 +9,9 @@ import asyncio
 import statistics
 import time
 
-from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
+import pytest
+
+from asyncrec import EncoderPool, FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
 from conftest import EventLog
 
 PROBE_INTERVAL = 0.005
@@ -25,10 +27,20 @@ async def probe_lag(stop: asyncio.Event) -> list[float]:
     return lags
 
 
-async def test_loop_lag_stays_small_while_recording_720p30_in_real_time() -> None:
+@pytest.mark.parametrize("encoders", ["thread", "process"])
+async def test_loop_lag_stays_small_while_recording_720p30_in_real_time(encoders: str) -> None:
+    """On a worker thread, and in an encoder process."""
+    if encoders == "process":
+        async with EncoderPool(1) as pool:
+            await record_and_check(pool)
+    else:
+        await record_and_check(None)
+
+
+async def record_and_check(pool: EncoderPool | None) -> None:
     video = FrameTrack(moving_pattern(1280, 720), fps=30, duration=2.5)
     audio = SampleTrack(sine_tone(440), duration=2.5)
-    recorder = MediaRecorder(MediaStream([video, audio]), mimeType="video/webm;codecs=vp8,opus")
+    recorder = MediaRecorder(MediaStream([video, audio]), mimeType="video/webm;codecs=vp8,opus", encoder_pool=pool)
     log = EventLog(recorder)
     done = asyncio.Event()
     probe = asyncio.ensure_future(probe_lag(done))

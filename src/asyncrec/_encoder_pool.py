@@ -242,8 +242,9 @@ class ProcessWorker:
         self._feeder.start()
 
     def join(self) -> None:
-        """Wait for the threads; called once Finished was reported, so it returns at once."""
-        self._feeder.join()
+        """Nothing to wait for once Finished was reported (the loop calls this then, and
+        must not block): the feeder thread notices within ``FEED_RECHECK`` and ends, its
+        socket closed."""
 
     # -- the feeder thread ------------------------------------------------------------------
     def _feed(self) -> None:
