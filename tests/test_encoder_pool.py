@@ -241,3 +241,17 @@ async def test_copied_webrtc_tracks_through_the_pool(
     streams = {s["codec_type"]: s for s in ffprobe_streams(path)}
     assert int(streams["video"]["nb_read_frames"]) == stats.tracks[0].frames_encoded > 20
     assert ffmpeg_decode_errors(path) == ""
+
+
+async def test_statistics_follow_the_process_between_chunks(encoder_pool: EncoderPool) -> None:
+    """No timeslice: no chunk until stop, yet frames_encoded keeps up with the process."""
+    recorder = MediaRecorder(make_stream(realtime=True, duration=None), encoder_pool=encoder_pool)
+    log = EventLog(recorder)
+    await recorder.start()
+    await asyncio.sleep(1.5)  # media to encode
+    encoded = recorder.statistics().tracks[0].frames_encoded
+    assert log.types == ["start"]
+    assert encoded >= 30, f"statistics() saw {encoded} video frames encoded after 1.5 s"
+    await recorder.stop()
+    for track in recorder.stream.getTracks():
+        track.stop()

@@ -31,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
@@ -164,11 +165,13 @@ class ChannelHandOff:
     """The worker's end of the hand-off, read from the recording's socket: ``take`` as
     :meth:`~asyncrec._handoff.HandOff.take`. A closed socket (the parent gone) is a stop."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, before_take: Callable[[], None] = lambda: None) -> None:
         self._conn = conn
         self._closed = False
+        self._before_take = before_take
 
     def take(self, timeout: float | None) -> list[Item]:
+        self._before_take()  # the worker is done with the last batch
         if self._closed:
             return [Stop(None)]
         items: list[Item] = []
@@ -211,9 +214,10 @@ def record(conn: Connection, spec: RecordingSpec) -> None:
     """Run one recording's worker until it finishes, its outputs sent back on ``conn``."""
     counters = WorkerCounters([0] * len(spec.tracks), [0] * len(spec.tracks))
     lost = False
+    sent: dict[str, Any] = {}
 
     def post(outputs: list[Output]) -> None:
-        nonlocal lost
+        nonlocal lost, sent
         if lost:
             return
         snapshot = dataclasses.asdict(counters)
@@ -221,8 +225,16 @@ def record(conn: Connection, spec: RecordingSpec) -> None:
             conn.send_bytes(pickle.dumps(([_picklable(o) for o in outputs], snapshot), pickle.HIGHEST_PROTOCOL))
         except OSError:  # the parent is gone: nobody is left to take the recording
             lost = True
+        sent = snapshot
 
-    worker = RecordingWorker(spec.fmt, spec.tracks, spec.settings, ChannelHandOff(conn), post, counters)  # type: ignore[arg-type]
+    def sync() -> None:
+        # Counters change with every batch, outputs only with each chunk: statistics()
+        # in the parent must not lag a timeslice behind.
+        if dataclasses.asdict(counters) != sent:
+            post([])
+
+    handoff = ChannelHandOff(conn, sync)
+    worker = RecordingWorker(spec.fmt, spec.tracks, spec.settings, handoff, post, counters)  # type: ignore[arg-type]
     worker.start()
     worker.join()
     conn.close()
