@@ -282,6 +282,27 @@ async def test_a_track_raising_from_recv_leaves_the_other_track_recording(
     assert me.cancelling() == 0, "the test's own task was cancelled"
 
 
+async def test_a_track_that_ends_before_its_first_frame_gets_no_stream(tmp_path: Path) -> None:
+    """The recording ends before the video sent anything (a publisher refused, a camera
+    that never started): the file and ``mimeType`` hold the audio only, no empty video
+    stream for players to wait on."""
+    from aiortc.mediastreams import MediaStreamError
+
+    audio = SampleTrack(sine_tone(440), realtime=False, duration=0.5)
+    recorder = MediaRecorder(MediaStream([FailingTrack(MediaStreamError, frames=0), audio]), mimeType="video/webm")
+    log = EventLog(recorder)
+    recorder.start()
+    await log.wait_stopped()
+    assert "error" not in log.types
+    assert recorder.mimeType == "video/webm;codecs=opus"
+    path = tmp_path / "audio-only.webm"
+    path.write_bytes(log.data)
+    assert ffmpeg_decode_errors(path) == ""
+    probed = probe(path)
+    assert [s["codec_type"] for s in probed.streams] == ["audio"]
+    assert probed.audio_duration() == pytest.approx(0.5, abs=0.05)
+
+
 # -- 8. requestData(); pause() ----------------------------------------------------------------------------
 
 

@@ -311,7 +311,10 @@ class RecordingWorker:
         if all(t.first is not None for t in self._tracks) or self._preopen.nbytes > PREOPEN_BYTES:
             self._open()
 
-    def _open(self) -> None:
+    def _open(self, *, media_only: bool = False) -> None:
+        """Add the streams and write the header. ``media_only``: the recording is ending
+        before every track sent a frame; a track that sent none gets no stream (an empty
+        stream would only make players and ``mimeType`` name what is not there)."""
         held, self._preopen = self._preopen.items, _Preopen()
         self.counters.held_bytes = 0
         # Tracks of one clock domain may start before the first frame that arrived
@@ -325,9 +328,10 @@ class RecordingWorker:
                     self._fmt = replace(self._fmt, video=copied)
                 else:
                     self._fmt = replace(self._fmt, audio=copied)
+        present = [n for n, t in enumerate(self._tracks) if not media_only or t.first is not None]
         setups = [
             StreamSetup(t.info.kind, t.first, t.info.frame_rate or measured_rate([i for i in held if i.track == n]))
-            for n, t in enumerate(self._tracks)
+            for n, t in ((n, self._tracks[n]) for n in present)
         ]
         try:
             with map_av_errors("opening the muxer"):
@@ -349,9 +353,9 @@ class RecordingWorker:
             codecs.append(codec_string(spec, self._fmt.container.muxer, stream, setup.frame_rate))
         video = next((s for s in streams if isinstance(s, VideoStream)), None)
         size = None if video is None else (video.codec_context.width, video.codec_context.height)
-        encoded = [n for n, setup in enumerate(setups) if not isinstance(setup.first, EncodedFrame)]
+        encoded = [n for n, setup in zip(present, setups, strict=True) if not isinstance(setup.first, EncodedFrame)]
         self._outputs.append(Opened(codecs, size, encoded))
-        for track, stream in zip(self._tracks, streams, strict=True):
+        for track, stream in zip((self._tracks[n] for n in present), streams, strict=True):
             track.stream = stream
             if isinstance(track.first, EncodedFrame):
                 track.copy = True
@@ -529,7 +533,7 @@ class RecordingWorker:
     # -- ending -----------------------------------------------------------------------------
     def _finish(self, video_end: float | None) -> None:
         if self._container is None and self._preopen.items and not self._failed:
-            self._open()  # every track ended before all had sent a frame
+            self._open(media_only=True)  # every track ended before all had sent a frame
         if self._piece_asked:
             self._piece_now(None)
         if self._container is not None:
