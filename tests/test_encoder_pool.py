@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection
 
 from asyncrec import EncoderPool, InvalidStateError, MediaRecorder, UnknownError
 from asyncrec._encoder_pool import ProcessWorker
-from asyncrec._encoder_process import ChannelHandOff, send_items
+from asyncrec._encoder_process import NICENESS, ChannelHandOff, send_items
 from asyncrec._handoff import Cut, FrameItem, Stop
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_streams
@@ -179,6 +179,8 @@ async def test_recordings_go_to_the_least_busy_process(encoder_pool: EncoderPool
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 10)
     pids = [worker_of(r).pid for r in recorders]
     assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in encoder_pool.pids] == [min(19, ours + NICENESS)] * 2
     await asyncio.gather(*(r.stop() for r in recorders))
     for recorder, log in zip(recorders, logs, strict=True):
         assert log.types[-1] == "stop"

@@ -303,7 +303,8 @@ class ProcessWorker:
                         getattr(self.counters, f.name)[:] = value
                     else:
                         setattr(self.counters, f.name, value)
-                self._post(outputs)
+                if outputs:  # a message may bring counters only: the loop need not wake
+                    self._post(outputs)
                 if any(isinstance(output, Finished) for output in outputs):
                     return
         finally:

@@ -49,6 +49,8 @@ from ._worker import Failure, Output, RecordingWorker, TrackInfo, WorkerCounters
 logger = logging.getLogger(__name__)
 
 
+#: How much lower than its parent an encoder process's CPU priority is (``nice``).
+NICENESS = 5
 #: What a new process says on its control socket once it can take recordings.
 READY = b"ready"
 
@@ -264,6 +266,10 @@ def main() -> None:
     # Ctrl-C reaches the whole process group: the parent stops its recordings, which
     # then finish here; this process must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # When the machine is short of CPU, the process with the event loop (the network,
+    # the sources) goes first: an encoder that falls behind drops live video, counted,
+    # while a loop that falls behind loses packets and stalls every recording.
+    os.nice(NICENESS)
     logging.basicConfig(level=os.environ.get("ASYNCREC_LOG_LEVEL", "WARNING"), format="%(name)s: %(message)s")
     control = socket.socket(fileno=int(sys.argv[1]))
     control.send(READY)  # imported: the pool's start() returns
