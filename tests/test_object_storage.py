@@ -7,14 +7,20 @@ storage faults are real: the gateway is stopped and started under a running uplo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import random
 import signal
 import sys
 import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
 from asyncrec import (
     FrameTrack,
@@ -28,9 +34,10 @@ from asyncrec import (
     recover,
     sine_tone,
 )
-from asyncrec._object_storage import MIN_PART_SIZE, TAIL_SUFFIX, parse_url, s3_client
+from asyncrec._object_storage import MIN_PART_SIZE, TAIL_SUFFIX, parse_url, prepare_s3, s3_client
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, has_cues
+from test_repair import damaged_mp4
 from whip_client import asyncrec_command
 
 pytestmark = pytest.mark.usefixtures("s3_env")
@@ -64,8 +71,53 @@ def save(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def chunks(total: int, size: int, seed: int = 1) -> list[bytes]:
-    rng = __import__("random").Random(seed)
-    return [rng.randbytes(min(size, total - start)) for start in range(0, total, size)]
+    return list(chunk_stream(total, size, seed))
+
+
+def chunk_stream(total: int, size: int, seed: int = 1) -> Iterator[bytes]:
+    """The chunks of ``chunks``, made one at a time (as a recorder makes them)."""
+    rng = random.Random(seed)
+    for start in range(0, total, size):
+        yield rng.randbytes(min(size, total - start))
+
+
+async def until(condition: Callable[[], Any], what: str) -> None:
+    """Wait until ``condition()`` (awaited if it gives an awaitable) is true; fail after TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"still not {what} after {TIMEOUT} s"
+        await asyncio.sleep(0.05)
+
+
+async def tail_end(bucket: str, key: str) -> int:
+    """Where the tail pieces of ``key`` in the storage end (0: there are none)."""
+    async with s3_client() as client:
+        answer = await client.list_objects_v2(Bucket=bucket, Prefix=f"{key}{TAIL_SUFFIX}/")
+    return max((int(item["Key"].rsplit("/", 1)[1]) + item["Size"] for item in answer.get("Contents", [])), default=0)
+
+
+async def noisy_recording(seconds: float) -> list[bytes]:
+    """The chunks of a VP8 + Opus recording of noise: 2.1 MB a second, as a camera's
+    full-rate upload would be (a test pattern compresses to almost nothing)."""
+    rng = np.random.default_rng(7)
+    stream = MediaStream(
+        [
+            FrameTrack(
+                lambda i, t: rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), realtime=False, duration=seconds
+            ),
+            SampleTrack(sine_tone(440), realtime=False, duration=seconds),
+        ]
+    )
+    recorder = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus", videoBitsPerSecond=16_000_000)
+    log = EventLog(recorder)
+    recorder.start(250)
+    await log.wait_stopped()
+    return [event.data for event in log.events if event.type == "dataavailable"]
 
 
 # -- the sink ------------------------------------------------------------------------------------
@@ -96,8 +148,32 @@ async def test_a_recording_becomes_a_finished_seekable_object(bucket: str, tmp_p
     assert ffmpeg_decode_errors(path) == ""
     assert ffprobe_duration(path) == pytest.approx(2.0, abs=0.1)
     assert has_cues(path)  # finished: seekable
+    assert sink.finished
     assert await keys(bucket) == ["talks/one.webm"]  # no tail left
     assert await uploads(bucket) == []  # the streaming upload was aborted
+
+
+async def test_a_finishing_that_would_lose_data_keeps_the_streamed_upload(
+    bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The finished copy would stop at the damage (FFmpeg reads no further): the object
+    # must be every byte written, which the streamed upload holds, not the copy.
+    recorder = MediaRecorder(make_stream(duration=12.0), mimeType="video/mp4;codecs=avc1,mp4a.40.2")
+    log = EventLog(recorder)
+    recorder.start(250)
+    await log.wait_stopped()
+    written = damaged_mp4(log.data)
+    async with ObjectSink(f"s3://{bucket}/damaged.mp4", spool_dir=tmp_path) as sink:
+        for start in range(0, len(written), 64 * 1024):
+            await sink.write(written[start : start + 64 * 1024])
+    assert not sink.finished
+    data, _ = await get(bucket, "damaged.mp4")
+    assert data == written
+    assert "a copy would lose the rest" in caplog.text
+    assert "the object is kept as streamed" in caplog.text
+    assert await keys(bucket) == ["damaged.mp4"]
+    assert await uploads(bucket) == []
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []  # the local copy is removed too
 
 
 async def test_chunks_are_gathered_into_parts_and_the_object_is_every_byte(bucket: str) -> None:
@@ -114,31 +190,48 @@ async def test_chunks_are_gathered_into_parts_and_the_object_is_every_byte(bucke
 async def test_memory_is_bounded_while_the_storage_is_down_and_retries_carry_the_upload_over(
     s3: Any, bucket: str
 ) -> None:
-    sent = chunks(5 * MIN_PART_SIZE, 256 * 1024, seed=2)
-    sink = ObjectSink(f"s3://{bucket}/outage.bin", part_size=MIN_PART_SIZE, finish=False, retry_for=60)
-    await sink.write(sent[0])  # the upload exists
-    await s3.stop_gateway()
-    written = 1
-    # With the storage gone, a write waits once a part uploads and another waits: the
-    # memory held stays about three parts. (A write whose wait is cancelled keeps its
-    # chunk, as a file sink's does.)
-    waited = False
-    while written < len(sent) and not waited:
-        try:
-            await asyncio.wait_for(sink.write(sent[written]), 3.0)
-        except TimeoutError:
-            waited = True
-        written += 1
-    held = sink.bytes_written - sink.bytes_uploaded
-    assert waited
-    assert written < len(sent)
-    assert held <= 3 * MIN_PART_SIZE + len(sent[0])
-    await s3.start_gateway()
-    for chunk in sent[written:]:
-        await asyncio.wait_for(sink.write(chunk), TIMEOUT)  # the retries went through
-    await asyncio.wait_for(sink.aclose(), TIMEOUT)
+    part, size = MIN_PART_SIZE, 256 * 1024
+    total = 8 * part  # more than the sink may hold: the writer must wait for the storage
+    bound = 3 * (part + size) + part // 4  # what the sink may hold, as the docs state
+    working = 4 * 2**20  # the HTTP client's own (about 2 MiB: bodies read in 1 MiB pieces), the test's
+    first = b"the upload exists"
+    sink = ObjectSink(f"s3://{bucket}/outage.bin", part_size=part, finish=False, retry_for=60, tail_every=0.2)
+    await prepare_s3()  # botocore's model, loaded once per process: not the sink's memory
+    await sink.write(first)
+    await until(lambda: tail_end(bucket, "outage.bin"), "a first tail piece up")
+
+    async def write_all() -> None:  # as a recorder writes: each chunk made, written, let go
+        for chunk in chunk_stream(total, size, seed=2):
+            await sink.write(chunk)
+
+    # Every byte allocated from now on and not yet freed is counted: the sink's buffers,
+    # the copies it makes for tail pieces, and what the requests it retries hold.
+    tracemalloc.start()
+    try:
+        await s3.stop_gateway()
+        writer = asyncio.create_task(write_all())
+        await until(lambda: sink.bytes_written >= 3 * part, "three parts written")
+        # Down for longer: the writer waits for room while the tail pieces and the first
+        # part are tried again and again.
+        await asyncio.sleep(4.0)
+        _, peak_down = tracemalloc.get_traced_memory()
+        held, waiting, written = sink.bytes_held, not writer.done(), sink.bytes_written
+        tracemalloc.reset_peak()
+        await s3.start_gateway()
+        await asyncio.wait_for(writer, TIMEOUT)  # the retries went through
+        await asyncio.wait_for(sink.aclose(), TIMEOUT)
+        _, peak_up = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert waiting
+    assert written < total
+    assert held <= bound
+    mib = 2**20
+    assert peak_down <= bound + working, f"{peak_down / mib:.1f} MiB while down, bound {bound / mib:.1f} MiB"
+    assert peak_up <= bound + working, f"{peak_up / mib:.1f} MiB once back, bound {bound / mib:.1f} MiB"
     data, _ = await get(bucket, "outage.bin")
-    assert data == b"".join(sent)
+    assert data == first + b"".join(chunk_stream(total, size, seed=2))
+    assert await keys(bucket) == ["outage.bin"]
 
 
 async def test_storage_gone_for_good_is_a_clear_error_and_recover_saves_the_parts(
@@ -164,6 +257,121 @@ async def test_storage_gone_for_good_is_a_clear_error_and_recover_saves_the_part
     assert data == b"".join(sent)  # every byte written
     assert await keys(bucket) == ["gone.bin"]
     assert await uploads(bucket) == []
+
+
+async def test_storage_gone_for_good_keeps_a_playable_local_copy_and_recover_saves_what_went_up(
+    s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    url = f"s3://{bucket}/gone.webm"
+    recorded = await noisy_recording(4.0)  # about 8.5 MB: one part and a rest
+    written = sum(map(len, recorded))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, retry_for=2.0, tail_every=0.1, spool_dir=spool)
+    for chunk in recorded:
+        await sink.write(chunk)
+    await until(lambda: sink.bytes_uploaded > 0, "a part uploaded")
+    await until(lambda: _tails_reach(bucket, "gone.webm", written), "every byte in a tail piece")
+    await s3.stop_gateway()  # for good: the last part never goes up
+    with pytest.raises(SinkError, match="recover") as raised:
+        await asyncio.wait_for(sink.aclose(), TIMEOUT)
+    local = sink.spool_path
+    assert local is not None
+    assert local in str(raised.value)
+    # The local copy is every byte written, finished: it plays, to the end, and seeks.
+    assert ffmpeg_decode_errors(local) == ""
+    assert ffprobe_duration(local) == pytest.approx(4.0, abs=0.1)
+    assert has_cues(local)
+    assert {s["codec_type"] for s in ffprobe_streams(local)} == {"video", "audio"}
+    await s3.start_gateway()
+    [result] = await recover(url, min_age=0)
+    assert result.problems == []
+    assert result.parts == 1
+    assert result.bytes == written  # the part and the tail pieces: all of it
+    assert result.finished
+    data, _ = await get(bucket, "gone.webm")
+    path = save(tmp_path, "recovered.webm", data)
+    assert ffmpeg_decode_errors(path) == ""
+    assert ffprobe_duration(path) == pytest.approx(ffprobe_duration(local), abs=0.05)
+    assert has_cues(path)
+    assert await keys(bucket) == ["gone.webm"]
+    assert await uploads(bucket) == []
+
+
+async def _tails_reach(bucket: str, key: str, end: int) -> bool:
+    return await tail_end(bucket, key) >= end
+
+
+# -- tail pieces left behind -----------------------------------------------------------------------
+
+
+async def test_tail_pieces_hold_the_bytes_of_parts_still_uploading(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash while parts upload must cost no more than the tail interval: the pieces go
+    # on covering every byte after the uploaded parts, those of the parts on their way too.
+    url = f"s3://{bucket}/slow.bin"
+    sent = chunks(2 * MIN_PART_SIZE + 300_000, 256 * 1024, seed=7)
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, tail_every=0.05)
+    await sink.write(sent[0])
+    storage_answers = asyncio.Event()
+    upload_part = sink._client.upload_part
+
+    async def slow_upload_part(**request: Any) -> Any:
+        await storage_answers.wait()
+        return await upload_part(**request)
+
+    monkeypatch.setattr(sink._client, "upload_part", slow_upload_part)
+    for chunk in sent[1:]:
+        await sink.write(chunk)  # two parts cut: one uploading, one waiting
+    written = sum(map(len, sent))
+    await until(lambda: _tails_reach(bucket, "slow.bin", written), "every byte in a tail piece")
+    assert sink.bytes_uploaded == 0
+    async with s3_client() as client:
+        listed = await client.list_objects_v2(Bucket=bucket, Prefix=f"slow.bin{TAIL_SUFFIX}/")
+    pieces = sorted((int(item["Key"].rsplit("/", 1)[1]), item["Size"]) for item in listed["Contents"])
+    ends = [0] + [offset + size for offset, size in pieces]
+    assert [offset for offset, _ in pieces] == ends[:-1]  # from 0 on, each byte once
+    assert max(size for _, size in pieces) <= MIN_PART_SIZE // 4
+    storage_answers.set()
+    await asyncio.wait_for(sink.aclose(), TIMEOUT)
+    data, _ = await get(bucket, "slow.bin")
+    assert data == b"".join(sent)
+    assert await keys(bucket) == ["slow.bin"]
+
+
+@pytest.mark.parametrize("answer", ["late", "lost"])
+async def test_no_tail_piece_outlives_a_close_that_meets_one_being_put(
+    bucket: str, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """The storage kept a tail piece whose answer the sink had not seen when it closed:
+    late (still on its way), or lost (the put failed after the storage kept it). Such a
+    piece must go with the others, or recover reports stale pieces of a finished recording."""
+    url = f"s3://{bucket}/closing.bin"
+    sent = chunks(300_000, 100_000, seed=6)
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, tail_every=0.05)
+    await sink.write(sent[0])
+    await until(lambda: _tails_reach(bucket, "closing.bin", len(sent[0])), "a first tail piece up")
+    stored = asyncio.Event()
+    put_object = sink._client.put_object
+
+    async def put_kept_unanswered(**request: Any) -> Any:
+        response = await put_object(**request)  # the storage keeps the piece
+        stored.set()
+        if answer == "late":
+            await asyncio.sleep(1.0)  # the answer is still on its way when the close begins
+            return response
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "the answer was lost"}}, "PutObject")
+
+    monkeypatch.setattr(sink._client, "put_object", put_kept_unanswered)
+    for chunk in sent[1:]:
+        await sink.write(chunk)
+    await asyncio.wait_for(stored.wait(), TIMEOUT)
+    await asyncio.wait_for(sink.aclose(), TIMEOUT)
+    data, _ = await get(bucket, "closing.bin")
+    assert data == b"".join(sent)
+    assert await keys(bucket) == ["closing.bin"]  # no tail piece left
+    assert await recover(f"s3://{bucket}/", min_age=0) == []
 
 
 async def test_refused_credentials_and_a_missing_bucket_are_clear_errors(
@@ -269,13 +477,23 @@ async def test_segments_go_up_as_separate_objects_that_each_play(bucket: str, tm
 async def test_a_full_bucket_is_a_clear_error_and_what_fitted_is_recoverable(s3: Any, bucket: str) -> None:
     await asyncio.to_thread(s3.set_bucket_quota, bucket, 6 * 1024 * 1024)
     url = f"s3://{bucket}/full.bin"
-    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, retry_for=5)
+    sent = chunks(3 * MIN_PART_SIZE, 256 * 1024, seed=4)
+    # No tail pieces: they would race the first part for the room left.
+    sink = ObjectSink(url, part_size=MIN_PART_SIZE, finish=False, retry_for=5, tail_every=None)
     with pytest.raises(SinkError, match="QuotaExceeded") as raised:  # noqa: PT012 - the write or the close meets it
-        for chunk in chunks(3 * MIN_PART_SIZE, 256 * 1024, seed=4):
+        for chunk in sent:
             await sink.write(chunk)
         await sink.aclose()
     assert "recover" in str(raised.value)
     assert sink.bytes_uploaded == MIN_PART_SIZE  # the first part fitted
+    # The bucket still full: completing the upload adds no byte, so what fitted is saved.
+    [result] = await recover(url, finish=False, min_age=0)
+    assert result.problems == []
+    assert (result.parts, result.part_bytes, result.tail_bytes) == (1, MIN_PART_SIZE, 0)
+    data, _ = await get(bucket, "full.bin")
+    assert data == b"".join(sent)[:MIN_PART_SIZE]
+    assert await keys(bucket) == ["full.bin"]
+    assert await uploads(bucket) == []
 
 
 async def test_a_storage_restarted_mid_recording_loses_nothing(s3: Any, bucket: str, tmp_path: Path) -> None:

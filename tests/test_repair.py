@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from asyncrec import MediaRecorder, NotReadableError, repair
+from asyncrec._repair import WHOLE_SLACK
 from conftest import EventLog, make_stream
 from media_check import _run, _tool, ffmpeg_decode_errors
 
@@ -26,6 +27,13 @@ def recorded(mime: str, seconds: float) -> bytes:
         return log.data
 
     return asyncio.run(record())
+
+
+def damaged_mp4(data: bytes) -> bytes:
+    """``data`` (a streamed, fragmented MP4) with the size of a fragment a quarter of the
+    way in made absurd: FFmpeg's demuxer takes it for the end of the file, and says nothing."""
+    at = data.index(b"moof", len(data) // 4) - 4
+    return data[:at] + b"\x7f\xff\xff\xff" + data[at + 4 :]
 
 
 def format_duration(path: Path) -> str:
@@ -136,3 +144,39 @@ def test_webm_stays_webm_whatever_the_target_is_named(tmp_path: Path) -> None:
     out = _run(["mkvinfo", str(partial)]).stdout
     assert "Document type: webm" in out
     assert "Duration" in out
+
+
+@pytest.mark.parametrize(
+    ("mime", "ext"),
+    [
+        pytest.param("video/webm;codecs=vp8,opus", ".webm", id="webm"),
+        pytest.param("video/x-matroska;codecs=avc1,opus", ".mkv", id="mkv"),
+        pytest.param("video/mp4;codecs=avc1,mp4a.40.2", ".mp4", id="mp4"),
+        pytest.param("audio/ogg;codecs=opus", ".ogg", id="ogg"),
+        pytest.param("audio/webm;codecs=opus", ".weba", id="weba"),
+        pytest.param("audio/mp4;codecs=mp4a.40.2", ".m4a", id="m4a"),
+    ],
+)
+def test_a_whole_streamed_recording_is_copied_whole(mime: str, ext: str, tmp_path: Path) -> None:
+    streamed = tmp_path / f"streamed{ext}"
+    streamed.write_bytes(recorded(mime, 3.0))
+    result = repair(streamed, tmp_path / f"finished{ext}", whole=True)
+    assert not result.truncated
+    assert 0 <= result.unread <= WHOLE_SLACK
+
+
+def test_a_copy_that_would_lose_data_is_refused_when_the_whole_file_is_wanted(tmp_path: Path) -> None:
+    # FFmpeg stops reading an MP4 at a damaged fragment as if it were the end, without an
+    # error: only the bytes left unread tell. A sink finishing what it wrote must keep it.
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(damaged_mp4(recorded("video/mp4;codecs=avc1,mp4a.40.2", 12.0)))
+    cut = repair(damaged, tmp_path / "cut.mp4")
+    assert not cut.truncated
+    assert cut.unread > WHOLE_SLACK
+    assert cut.duration < 6.0
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the file before")
+    with pytest.raises(NotReadableError, match="bytes before the end: a copy would lose the rest"):
+        repair(damaged, out, whole=True)
+    assert out.read_bytes() == b"the file before"
+    assert not list(tmp_path.glob("*.repairing"))

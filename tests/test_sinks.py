@@ -23,6 +23,7 @@ import asyncrec
 from asyncrec import FileSink, MediaRecorder
 from conftest import EventLog, make_stream
 from media_check import _run, _tool, ffmpeg_decode_errors
+from test_repair import damaged_mp4
 
 #: Looked up, not imported: against a copy without SinkError the tests fail one by one.
 SinkError: Any = getattr(asyncrec, "SinkError", None)
@@ -249,6 +250,7 @@ async def test_file_sink_leaves_a_finished_seekable_file_at_close(mime: str, ext
     probed = await asyncio.to_thread(
         _run, [_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
     )
+    assert sink.finished
     assert float(probed.stdout.strip()) == pytest.approx(2.0, abs=0.1), "a numeric duration"
     data = await asyncio.to_thread(path.read_bytes)
     if ext == ".mp4":
@@ -257,6 +259,24 @@ async def test_file_sink_leaves_a_finished_seekable_file_at_close(mime: str, ext
         assert b"\x1c\x53\xbb\x6b" in data, "Cues, the index players seek with"
     assert await asyncio.to_thread(ffmpeg_decode_errors, path) == ""
     assert not await asyncio.to_thread(lambda: list(tmp_path.glob("*.repairing")))
+
+
+async def test_file_sink_keeps_a_damaged_recording_as_streamed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The finished copy would stop at the damage: it must not replace what was written.
+    recorder = MediaRecorder(make_stream(duration=12.0), mimeType="video/mp4;codecs=avc1,mp4a.40.2")
+    log = EventLog(recorder)
+    recorder.start(250)
+    await log.wait_stopped()
+    data = damaged_mp4(log.data)
+    path = tmp_path / "damaged.mp4"
+    async with FileSink(path, fsync="never") as sink:
+        await sink.write(data)
+    assert not sink.finished
+    assert await asyncio.to_thread(path.read_bytes) == data
+    assert "kept as streamed" in caplog.text
+    assert "a copy would lose the rest" in caplog.text
 
 
 async def test_file_sink_can_keep_the_streamed_file(tmp_path: Path) -> None:

@@ -2,8 +2,15 @@
 
 The chunks are gathered into parts of a multipart upload (S3 refuses parts under 5 MiB
 but the last), uploaded by a task of their own so ``write`` returns once a chunk is
-buffered; at most one part waits while another uploads, so memory per recording stays
-under about three parts (``part_size * 3``, 24 MiB by default) however slow the storage.
+buffered; at most one part waits while another uploads, and a write waits while it does.
+
+Memory per recording, however slow or absent the storage: at most ``3 * (part_size +
+chunk) + part_size // 4`` bytes held by the sink (the part being filled, the part
+uploading, the one waiting, each up to a chunk over ``part_size``, and the tail piece
+being put, at most a quarter part): 26 MiB plus three chunks with the default 8 MiB parts
+(:attr:`ObjectSink.bytes_held` says how much now). Nothing more is copied whole: request
+bodies are read in place (:class:`_Payload`), in pieces of up to 1 MiB: about 2 MiB of
+the HTTP client's working memory (measured by tests/test_object_storage.py).
 
 What a crash can cost. A multipart upload keeps its parts when the process that made it
 dies, but they are not an object until completed: :func:`recover` completes them. Every
@@ -11,13 +18,17 @@ dies, but they are not an object until completed: :func:`recover` completes them
 ``KEY.asyncrec-tail/OFFSET`` (each byte once; the pieces a part covers are removed once it
 is uploaded), which :func:`recover` appends. So a killed worker loses at most the last
 ``tail_every`` seconds plus one timeslice of media, parts in flight or not; a killed
-machine too, as nothing needed for recovery is local.
+machine too, as nothing needed for recovery is local. A tail piece holds at most a
+quarter part: pieces that fell behind (an outage, a burst of chunks) catch up back to
+back, from the end of the uploaded parts.
 
 Finished objects. At :meth:`ObjectSink.aclose` the recording is remuxed into a finished,
 seekable file (:func:`~asyncrec.repair`: WebM/Matroska with Duration and Cues, MP4 with its
 ``moov`` first), from a local copy kept meanwhile (the spool, a temporary file), and that
 file is uploaded as the object; the streaming upload is then aborted. ``finish=False``
-completes the streaming upload as the object instead, as streamed (no local copy).
+completes the streaming upload as the object instead, as streamed (no local copy); so
+does a finishing that fails or would lose data (a copy cut short at damage: see
+:attr:`FileSink.finished <asyncrec.FileSink.finished>`), with a warning.
 
 Configured the standard way, through botocore: ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -166,6 +178,15 @@ async def retrying(call: Callable[[], Awaitable[T]], what: str, retry_for: float
             delay = min(delay * 2, 8.0)
 
 
+async def sending(call: Callable[[Any], Awaitable[T]], payload: _Payload, what: str, retry_for: float) -> T:
+    """``retrying(call(body))`` with a new body reading ``payload`` for each attempt; the
+    payload lets go of its bytes once this returns. Raises what :func:`retrying` raises."""
+    try:
+        return await retrying(lambda: call(payload.body()), what, retry_for)
+    finally:
+        payload.release()
+
+
 def _describe(exc: BaseException) -> str:
     from botocore.exceptions import ClientError
 
@@ -196,12 +217,12 @@ class ObjectSink:
             recorder.ondataavailable = sink.write
             ...
 
-    ``part_size`` (at least 5 MiB): bytes per uploaded part, and a third of the memory
-    bound. ``tail_every``: seconds between uploads of the newest bytes as tail pieces (the
-    crash-loss bound), ``None`` never. ``retry_for``: how long transient failures
-    (connection refused, 5xx, throttling) are retried before the sink fails. ``finish``:
-    upload a finished, seekable object at the end (from a local spool in ``spool_dir``,
-    by default the system's temporary directory).
+    ``part_size`` (at least 5 MiB): bytes per uploaded part; the memory held stays under
+    3¼ parts plus three chunks (see the module docstring). ``tail_every``: seconds between
+    uploads of the newest bytes as tail pieces (the crash-loss bound), ``None`` never.
+    ``retry_for``: how long transient failures (connection refused, 5xx, throttling) are
+    retried before the sink fails. ``finish``: upload a finished, seekable object at the
+    end (from a local spool in ``spool_dir``, by default the system's temporary directory).
 
     Raises SinkError from ``write``/``aclose`` when the storage refuses (credentials,
     missing bucket, quota) or stays unreachable for ``retry_for`` seconds; the recorder
@@ -241,7 +262,9 @@ class ObjectSink:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._upload: _Upload | None = None  # set last by _start: the sink is started
-        self._buffer = bytearray()
+        #: The chunks not yet cut into a part (kept as written: no copy, no spare capacity).
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         #: Parts cut from the buffer: the one uploading first, then at most one waiting.
         self._parts: deque[bytes] = deque()
         self._more = asyncio.Event()  # the uploader has a part, or the end, to see
@@ -250,15 +273,19 @@ class ObjectSink:
         self._uploader: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._tail_task: asyncio.Task[None] | None = None
-        #: Bytes written since the last tail piece, and where they start.
-        self._unsaved = bytearray()
-        self._unsaved_from = 0
-        self._unsaved_written = asyncio.Event()
+        #: The tail piece being put (a task of its own, so that a close lets it finish).
+        self._tail_put: asyncio.Task[bool] | None = None
+        #: Where the bytes in no tail piece yet start; the size of the piece being put.
+        self._tail_from = 0
+        self._tail_held = 0
+        self._tail_cap = part_size // 4
+        self._written = asyncio.Event()  # bytes came that no tail piece holds
         #: Tail pieces in the storage: (offset, end).
         self._tails: list[tuple[int, int]] = []
         self._spool: FileSink | None = None
         self._error: SinkError | None = None
         self._closed = False
+        self._finished = False
         self._starting = asyncio.Lock()
         #: Bytes written so far (whole chunks).
         self.bytes_written = 0
@@ -281,6 +308,20 @@ class ObjectSink:
         return self._upload.uploaded if self._upload is not None else 0
 
     @property
+    def bytes_held(self) -> int:
+        """Bytes of media held in memory now: the part being filled, the parts cut (one
+        uploading, at most one waiting) and the tail piece being put. At most
+        ``3 * (part_size + chunk) + part_size // 4`` while writes are awaited (a write whose
+        wait is cancelled keeps its chunk, over the bound)."""
+        return self._buffered + sum(map(len, self._parts)) + self._tail_held
+
+    @property
+    def finished(self) -> bool:
+        """Whether the object was made from the finished, seekable local copy (False until
+        :meth:`aclose` has done so, and with ``finish=False``)."""
+        return self._finished
+
+    @property
     def spool_path(self) -> str | None:
         """The local copy of everything written (while ``finish``), or None."""
         return self._spool.path if self._spool is not None else None
@@ -299,11 +340,10 @@ class ObjectSink:
         await self._start()
         # Taken at once: a cancelled write still has its chunk buffered (and counted),
         # and the next write or aclose sends it.
-        self._buffer += data
-        if self.tail_every is not None:
-            self._unsaved += data
-            self._unsaved_written.set()
+        self._chunks.append(data)
+        self._buffered += len(data)
         self.bytes_written += len(data)
+        self._written.set()
         if self._spool is not None:
             try:
                 await self._spool.write(data)
@@ -341,25 +381,17 @@ class ObjectSink:
             self._more.set()
             assert self._uploader is not None
             await self._uploader
-            if self._tail_task is not None:
-                self._tail_task.cancel()
-                await asyncio.wait([self._tail_task])  # its own cancellation, not the caller's
+            await self._stop_tails()
             if self._error is not None:
                 raise self._error
-            finished = False
-            if self._spool is not None:
-                try:
-                    await self._spool.aclose()  # finishes the local copy: remuxed, seekable
-                    finished = True
-                except SinkError as exc:
-                    logger.warning("%s: the local copy cannot be finished (%s): uploaded as streamed", self.url, exc)
-            if finished:
+            if await self._finish_spool():
                 assert self._spool is not None
                 await self._upload_file(self._spool.path)
                 await self._abort(self._upload.upload_id)
+                self._finished = True
             else:
                 await self._complete()
-            await self._delete_tails(until=None)
+            await self._remove_tails()
             if self._spool is not None:
                 await asyncio.to_thread(_remove, self._spool.path)
         finally:
@@ -367,6 +399,22 @@ class ObjectSink:
                 with contextlib.suppress(SinkError):
                     await self._spool.aclose()  # closed (and kept) after a failure too
             await self._stack.aclose()
+
+    async def _finish_spool(self) -> bool:
+        """Finish the local copy; whether it is now a finished file holding everything
+        written (else the streamed upload, which does, is to be completed)."""
+        if self._spool is None:
+            return False
+        try:
+            await self._spool.aclose()  # finishes the local copy: remuxed, seekable
+        except SinkError as exc:
+            logger.warning("%s: the local copy cannot be finished (%s): kept as streamed", self.url, exc)
+            return False
+        if not self._spool.finished:
+            # The finishing failed or would have cut the recording (FileSink said why):
+            # the streamed upload holds every byte written, so it becomes the object.
+            logger.warning("%s: the local copy was not finished: the object is kept as streamed", self.url)
+        return self._spool.finished
 
     # -- the upload ------------------------------------------------------------------------------
     async def _start(self) -> None:
@@ -409,25 +457,23 @@ class ObjectSink:
         self._room.set()
 
     async def _cut(self, *, final: bool) -> None:
-        """Hand the buffer to the uploader as parts: each full part (all that is left when
+        """Hand the buffer to the uploader as a part once it is full (whatever is left when
         ``final``), waiting while one part is uploading and another waiting. The data stays
         in the buffer until handed over, so a cancelled wait loses nothing."""
-        while len(self._buffer) >= self.part_size or (final and self._buffer):
+        if self._buffered >= self.part_size or (final and self._buffered):
             while len(self._parts) >= 2 and self._error is None and not self._uploader_gone():
                 self._room.clear()
                 await self._room.wait()
             if self._error is not None:
                 return
-            self._parts.append(bytes(self._buffer))
-            self._buffer = bytearray()
+            self._parts.append(b"".join(self._chunks))
+            self._chunks, self._buffered = [], 0
             self._more.set()
 
     def _uploader_gone(self) -> bool:
         return self._uploader is None or self._uploader.done()
 
     async def _upload_parts(self) -> None:
-        assert self._upload is not None
-        upload = self._upload
         while True:
             if not self._parts:
                 if self._ending:
@@ -435,69 +481,165 @@ class ObjectSink:
                 self._more.clear()
                 await self._more.wait()
                 continue
-            part = self._parts[0]
-            number = len(upload.parts) + 1
-            if self._error is None and number > MAX_PARTS:
-                self._error = SinkError(self.url, f"more than {MAX_PARTS} parts: use a larger part_size")
-            if self._error is None:
-                try:
-                    answer = await retrying(
-                        lambda part=part, number=number: self._client.upload_part(  # type: ignore[misc]
-                            Bucket=self.bucket, Key=self.key, UploadId=upload.upload_id, PartNumber=number, Body=part
-                        ),
-                        f"part {number}",
-                        self.retry_for,
-                    )
-                except Exception as exc:  # noqa: BLE001 - kept as the sink's error, raised by the next call
-                    self._failure(f"uploading part {number}", exc)
-                else:
-                    upload.parts.append({"PartNumber": number, "ETag": answer["ETag"], "Size": len(part)})
-                    upload.uploaded += len(part)
-                    # Tail pieces wholly inside the uploaded parts are no longer needed.
-                    await self._delete_tails(until=upload.uploaded)
+            await self._upload_part()
             self._parts.popleft()
             self._room.set()
 
+    async def _upload_part(self) -> None:
+        """Upload the next part, or fail the sink (nothing is raised)."""
+        assert self._upload is not None
+        upload = self._upload
+        number = len(upload.parts) + 1
+        if self._error is None and number > MAX_PARTS:
+            self._error = SinkError(self.url, f"more than {MAX_PARTS} parts: use a larger part_size")
+        if self._error is not None:
+            return
+        payload = _Payload(self._parts[0])  # the part is held there and by it alone: see _Payload
+        try:
+            answer = await sending(
+                lambda body: self._client.upload_part(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload.upload_id, PartNumber=number, Body=body
+                ),
+                payload,
+                f"part {number}",
+                self.retry_for,
+            )
+        except Exception as exc:  # noqa: BLE001 - kept as the sink's error, raised by the next call
+            self._failure(f"uploading part {number}", exc)
+            return
+        upload.parts.append({"PartNumber": number, "ETag": answer["ETag"], "Size": payload.size})
+        upload.uploaded += payload.size
+        # Tail pieces wholly inside the uploaded parts are no longer needed.
+        await self._delete_tails(until=upload.uploaded)
+
     async def _put_tails(self) -> None:
-        """Put the bytes written since the last piece as a tail piece
-        (``KEY.asyncrec-tail/OFFSET``), the first ones at once, then at most every
-        ``tail_every`` seconds: after a crash, :func:`recover` appends the pieces after the
-        uploaded parts. Each byte goes up once as a piece, and the pieces a part covers are
-        removed once it is uploaded."""
+        """Put the bytes no tail piece holds yet as tail pieces (``KEY.asyncrec-tail/OFFSET``),
+        the first ones at once, then at most every ``tail_every`` seconds (back to back
+        while they are more than a piece holds): after a crash, :func:`recover` appends the
+        pieces after the uploaded parts. Each byte goes up once as a piece, and the pieces
+        a part covers are removed once it is uploaded.
+
+        Each piece is put by a task of its own, which cancelling this loop does not stop:
+        a close lets it finish (:meth:`_stop_tails`), so that a piece the storage kept is
+        known, and removed."""
+        assert self.tail_every is not None
+        while True:
+            await self._written.wait()
+            self._written.clear()
+            self._tail_put = asyncio.get_running_loop().create_task(self._put_tail_piece())
+            behind = await asyncio.shield(self._tail_put)
+            if not behind:
+                await asyncio.sleep(self.tail_every)  # periodic by design: the crash-loss bound
+
+    async def _put_tail_piece(self) -> bool:
+        """Put the next tail piece; whether more bytes wait than it could hold (the next
+        piece then goes at once). A failure is logged: the next try covers its bytes."""
         assert self._upload is not None
         assert self.tail_every is not None
-        upload = self._upload
-        while True:
-            # As soon as there are bytes to save (the first ones at once), then at most one
-            # piece per tail_every: the crash-loss bound.
-            await self._unsaved_written.wait()
-            self._unsaved_written.clear()
-            offset, data = self._unsaved_from, bytes(self._unsaved)
-            metadata = {"upload-id": upload.upload_id, "offset": str(offset)}
-            try:
-                await retrying(
-                    lambda offset=offset, data=data, metadata=metadata: self._client.put_object(  # type: ignore[misc]
-                        Bucket=self.bucket, Key=tail_key(self.key, offset), Body=data, Metadata=metadata
-                    ),
-                    "a tail piece",
-                    self.tail_every * 4,
-                )
-            except Exception as exc:  # noqa: BLE001 - the parts are what counts; the next try covers these bytes
-                logger.warning("%s: a tail piece failed (%s); retried with the next", self.url, _describe(exc))
-                self._unsaved_written.set()
-            else:
-                del self._unsaved[: len(data)]  # what came meanwhile stays for the next piece
-                self._unsaved_from = offset + len(data)
-                self._tails.append((offset, offset + len(data)))
-            await asyncio.sleep(self.tail_every)  # periodic by design: the crash-loss bound
+        offset, payload, behind = self._next_tail_piece()
+        if not payload.size:
+            return False
+        metadata = {"upload-id": self._upload.upload_id, "offset": str(offset)}
+        self._tail_held = payload.size
+        try:
+            await sending(
+                lambda body: self._client.put_object(
+                    Bucket=self.bucket, Key=tail_key(self.key, offset), Body=body, Metadata=metadata
+                ),
+                payload,
+                "a tail piece",
+                self.tail_every * 4,
+            )
+        except Exception as exc:  # noqa: BLE001 - the parts are what counts; the next try covers these bytes
+            logger.warning("%s: a tail piece failed (%s); retried with the next", self.url, _describe(exc))
+            self._written.set()
+            return False
+        finally:
+            self._tail_held = 0
+        self._tail_from = offset + payload.size
+        self._tails.append((offset, self._tail_from))
+        if behind:
+            self._written.set()
+        return behind
 
-    async def _delete_tails(self, *, until: int | None) -> None:
-        """Remove the tail pieces that end at or before ``until`` (all: None)."""
-        gone = [(a, b) for a, b in self._tails if until is None or b <= until]
+    def _next_tail_piece(self) -> tuple[int, _Payload, bool]:
+        """The next tail piece: where it starts, its bytes (one copy, at most a quarter
+        part), and whether more bytes wait after it.
+
+        It starts where the last piece ended, or where the uploaded parts end if that is
+        further: the bytes after them are still in memory (in the parts waiting or
+        uploading, then the buffer), so the pieces keep covering them while parts upload,
+        or fail to."""
+        assert self._upload is not None
+        start = max(self._tail_from, self._upload.uploaded)
+        end = min(self.bytes_written, start + self._tail_cap)
+        held = [*self._parts, *self._chunks]
+        position = self.bytes_written - sum(map(len, held))  # where the bytes in memory start
+        pieces = []
+        for data in held:
+            if position >= end:
+                break
+            first, last = max(start - position, 0), min(end - position, len(data))
+            if first < last:
+                pieces.append(memoryview(data)[first:last])
+            position += len(data)
+        return start, _Payload(b"".join(pieces)), end < self.bytes_written
+
+    async def _stop_tails(self) -> None:
+        """Stop putting tail pieces. A piece being put is let finish (after a failure it
+        is stopped: the pieces stay for recover anyway), so that no piece the storage
+        keeps is unknown when they are removed."""
+        if self._tail_task is None:
+            return
+        self._tail_task.cancel()
+        await asyncio.wait([self._tail_task])  # its own cancellation, not the caller's
+        if self._tail_put is not None:
+            if self._error is not None:
+                self._tail_put.cancel()
+            await asyncio.wait([self._tail_put])
+
+    async def _delete_tails(self, *, until: int) -> None:
+        """Remove the tail pieces that end at or before ``until``."""
+        gone = [(a, b) for a, b in self._tails if b <= until]
         for offset, end in gone:
-            with contextlib.suppress(Exception):  # a piece left behind is only storage
+            with contextlib.suppress(Exception):  # a piece left behind is only storage (_remove_tails tries again)
                 await self._client.delete_object(Bucket=self.bucket, Key=tail_key(self.key, offset))
             self._tails.remove((offset, end))
+
+    async def _remove_tails(self) -> None:
+        """Remove every tail piece of this upload, once the object holds everything: those
+        put, and those the storage kept although the sink does not know them (a put whose
+        answer was lost, a removal that failed). A piece left behind would be reported by
+        recover as stale."""
+        assert self._upload is not None
+        keys = {tail_key(self.key, offset) for offset, _ in self._tails}
+        self._tails.clear()
+        try:
+            keys |= await self._unknown_tails(keys)
+        except Exception as exc:  # noqa: BLE001 - the object is whole: a piece left is only storage
+            logger.warning("%s: cannot list the tail pieces left (%s)", self.url, _describe(exc))
+        for key in sorted(keys):
+            with contextlib.suppress(Exception):  # likewise
+                await self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def _unknown_tails(self, known: set[str]) -> set[str]:
+        """The tail pieces of this upload in the storage that are not in ``known`` (by
+        their metadata: the pieces of another upload of the key are left alone)."""
+        assert self._upload is not None
+        found = set()
+        listing: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{self.key}{TAIL_SUFFIX}/"}
+        while True:
+            # Not botocore's paginator: its model is another file to load, on the loop.
+            page = await self._client.list_objects_v2(**listing)
+            for item in page.get("Contents", []):
+                if item["Key"] in known:
+                    continue
+                head = await self._client.head_object(Bucket=self.bucket, Key=item["Key"])
+                if head.get("Metadata", {}).get("upload-id") == self._upload.upload_id:
+                    found.add(item["Key"])
+            if not page.get("IsTruncated"):
+                return found
+            listing["ContinuationToken"] = page["NextContinuationToken"]
 
     async def _complete(self) -> None:
         assert self._upload is not None
@@ -571,9 +713,12 @@ async def upload_file(client: Any, path: str, bucket: str, key: str, mime: str, 
     of ``PART_SIZE`` parts read one at a time (memory: one part)."""
     size = await asyncio.to_thread(os.path.getsize, path)
     if size <= PART_SIZE:
-        body = await asyncio.to_thread(_read, path, 0, size)
-        await retrying(
-            lambda: client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=mime), "uploading", retry_for
+        payload = _Payload(await asyncio.to_thread(_read, path, 0, size))
+        await sending(
+            lambda body: client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=mime),
+            payload,
+            "uploading",
+            retry_for,
         )
         return
     created = await retrying(
@@ -583,11 +728,12 @@ async def upload_file(client: Any, path: str, bucket: str, key: str, mime: str, 
     parts = []
     try:
         for number, offset in enumerate(range(0, size, PART_SIZE), start=1):
-            body = await asyncio.to_thread(_read, path, offset, PART_SIZE)
-            answer = await retrying(
-                lambda body=body, number=number: client.upload_part(  # type: ignore[misc]
+            payload = _Payload(await asyncio.to_thread(_read, path, offset, PART_SIZE))
+            answer = await sending(
+                lambda body, number=number: client.upload_part(  # type: ignore[misc]
                     Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
                 ),
+                payload,
                 f"uploading part {number}",
                 retry_for,
             )
@@ -603,6 +749,65 @@ async def upload_file(client: Any, path: str, bucket: str, key: str, mime: str, 
         with contextlib.suppress(Exception):
             await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
+
+
+class _Payload:
+    """The bytes of one request, however many attempts it takes, held here alone until
+    :meth:`release`. Each attempt reads them in place through a body of its own
+    (:class:`_Body`): given bytes, botocore would wrap them in a BytesIO whose buffer
+    aiohttp copies whole, once per attempt.
+
+    Alone, because a failed attempt leaves reference cycles (the exception, its
+    traceback, the frames of every call that awaited it) that keep whatever those frames
+    hold until the next garbage collection: a part held by a local variable would outlive
+    its upload, beyond the memory bound."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def body(self) -> _Body:
+        return _Body(self)
+
+    def release(self) -> None:
+        """Let go of the bytes: the request is over."""
+        self.data = b""
+
+
+class _Body(io.RawIOBase):
+    """A request body reading a payload in place, in pieces: botocore reads it for its
+    checksum (1 MiB at a time), aiohttp to send it (256 KiB at a time)."""
+
+    def __init__(self, payload: _Payload) -> None:
+        super().__init__()
+        self._payload = payload
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True  # botocore seeks back to the start after its checksum, and to retry
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: self._payload.size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._payload.data
+        end = len(data) if size is None or size < 0 else min(len(data), self._at + size)
+        piece = data[self._at : end] if end > self._at else b""
+        self._at = max(self._at, end)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
 
 
 def _spool_file(folder: str | None, suffix: str) -> str:

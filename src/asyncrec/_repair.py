@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 #: Output muxer per input demuxer (FFmpeg names); WebM stays WebM when its codecs allow.
 _MUXERS = {"matroska,webm": "matroska", "mov,mp4,m4a,3gp,3g2,mj2": "mp4", "ogg": "ogg"}
 _WEBM_CODECS = frozenset({"vp8", "vp9", "av1", "opus", "vorbis"})
+#: Bytes a whole streamed file may hold after the end of its last packet as the demuxer
+#: places it: a Matroska block's padding; the rest of an Ogg page (the demuxer places each
+#: packet at the start of its page, and a page holds at most 65,307 bytes). An MP4's
+#: closing index (``mfra``) is counted apart. More, and reading stopped early.
+WHOLE_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,19 @@ class RepairResult:
     packets: dict[str, int]
     #: Seconds of media in the repaired file (the longest stream).
     duration: float
-    #: True when reading stopped at damage rather than at a clean end.
+    #: True when reading stopped at damage rather than at a clean end, or a damaged packet
+    #: was left out.
     truncated: bool
+    #: Bytes of the input after the end of the last packet read, an MP4's closing index
+    #: (``mfra``) aside: a few for a whole streamed file; more where reading stopped at
+    #: damage the demuxer took for the end (MP4), or before the index of a finished file.
+    #: 0 when the demuxer does not say where its packets are.
+    unread: int = 0
 
 
-def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, sync: bool = True) -> RepairResult:
+def repair(
+    in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, sync: bool = True, whole: bool = False
+) -> RepairResult:
     """Copy every readable packet of ``in_path`` into a finished, seekable ``out_path``.
 
     Blocking (file and PyAV work): from asyncio, run it with ``asyncio.to_thread``.
@@ -50,9 +63,14 @@ def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
     on the disk before the rename and the rename is on the disk before returning, so a
     power cut cannot leave an empty file in place of the recording.
 
+    ``whole`` is for a file that ended cleanly (a sink finishing what it wrote): the copy
+    must then hold all of it, or ``out_path`` is left as it was. A copy cut short at
+    damage would otherwise replace data that is only in the original.
+
     Raises:
         NotReadableError: ``in_path`` is missing, is not a media file, or holds no audio
-            or video packet that can be read.
+            or video packet that can be read; with ``whole``, also when reading stopped
+            at damage or more than :data:`WHOLE_SLACK` bytes before the end.
         OSError: ``out_path`` cannot be written.
     """
     source = os.fspath(in_path)
@@ -69,7 +87,7 @@ def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
         muxer = _muxer(container.format.name, [s.codec_context.name for s in streams], target, _is_webm(source))
         temporary = f"{target}.repairing"
         try:
-            result = _remux(container, streams, temporary, muxer)
+            result = _remux(container, streams, temporary, muxer, _media_end(source))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(temporary)
@@ -78,6 +96,11 @@ def repair(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise NotReadableError(f"{source}: no packet could be read")
+    if whole and (result.truncated or result.unread > WHOLE_SLACK):
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        where = "at damage" if result.truncated else f"{result.unread} bytes before the end"
+        raise NotReadableError(f"{source}: reading stopped {where}: a copy would lose the rest")
     if sync:
         _sync(temporary)
     os.replace(temporary, target)
@@ -103,6 +126,18 @@ def _muxer(demuxer: str, codecs: list[str], target: str, webm: bool = False) -> 
     return muxer
 
 
+def _media_end(path: str) -> int:
+    """Where the packets of ``path`` may end: its size, less the index an MP4 may end with
+    (``mfra``, whose size its last box, ``mfro``, states)."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size < 16:
+            return size
+        file.seek(size - 16)
+        box = file.read(16)
+    return size - min(int.from_bytes(box[12:16], "big"), size) if box[4:8] == b"mfro" else size
+
+
 def _is_webm(path: str) -> bool:
     """Whether the EBML header at the start of ``path`` declares DocType "webm" (a
     Matroska file says "matroska"; FFmpeg's demuxer reports the two alike)."""
@@ -110,13 +145,16 @@ def _is_webm(path: str) -> bool:
         return b"\x42\x82\x84webm" in file.read(64)
 
 
-def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str, muxer: str) -> RepairResult:
+def _remux(
+    container: InputContainer, streams: list[av.stream.Stream], path: str, muxer: str, media_end: int
+) -> RepairResult:
     # A real file, so the muxer can seek back: Duration and Cues (Matroska), the moov (MP4).
     options = {"movflags": "+faststart"} if muxer == "mp4" else {}
     output = av.open(path, mode="w", format=muxer, options=options)
     packets = {"video": 0, "audio": 0}
     ends: list[float] = []
     truncated = False
+    read_to = 0  # where the last packet read ends in the input (0: the demuxer does not say)
     with output:
         mapping = {s.index: output.add_stream_from_template(s, opaque=True) for s in streams}
         output.start_encoding()
@@ -126,6 +164,8 @@ def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str
             for packet in container.demux(streams):
                 if packet.dts is None or packet.size == 0:
                     continue  # a flush packet
+                if packet.pos is not None and packet.pos >= 0:
+                    read_to = max(read_to, packet.pos + packet.size)
                 if packet.is_corrupt:
                     truncated = True  # cut short by the crash (the demuxer says so): not kept
                     continue
@@ -144,4 +184,5 @@ def _remux(container: InputContainer, streams: list[av.stream.Stream], path: str
         except (av.FFmpegError, EOFError) as exc:
             truncated = True  # the damage: keep everything before it
             logger.info("reading stopped at damage: %s", exc)
-    return RepairResult(packets, max(ends, default=0.0), truncated)
+    unread = max(0, media_end - read_to) if read_to else 0
+    return RepairResult(packets, max(ends, default=0.0), truncated, unread)

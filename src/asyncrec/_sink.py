@@ -71,6 +71,8 @@ class FileSink:
     is remuxed into a finished, seekable one (WebM/Matroska with Duration and Cues, MP4
     with its ``moov`` at the front: see :func:`~asyncrec.repair`); the finished copy
     replaces it atomically, so a crash while finishing leaves the streamed file intact.
+    A finishing that fails, or whose copy would not hold the whole file (reading stopped
+    at damage), keeps the streamed file, with a warning: ``finished`` says which.
     ``finish=False`` keeps the streamed file as it is.
 
     Cancelling a call stops the wait at once, but an operation already handed to its
@@ -96,6 +98,8 @@ class FileSink:
         self._thread = SerialThread()
         #: Bytes written so far (whole chunks only).
         self.bytes_written = 0
+        #: Whether :meth:`aclose` replaced the streamed file with a finished one.
+        self.finished = False
 
     @property
     def error(self) -> SinkError | None:
@@ -216,13 +220,16 @@ class FileSink:
 
     def _finish(self) -> None:
         """Replace the streamed file with a finished one; on failure the streamed file,
-        which plays as it is, stays."""
+        which plays as it is, stays. So it does when the copy would lack part of it (the
+        file was damaged): the finishing must not lose what was written."""
         from ._repair import repair  # PyAV work, on this thread
 
         try:
-            repair(self.path, self.path, sync=self.fsync != "never")
+            repair(self.path, self.path, sync=self.fsync != "never", whole=True)
         except (AsyncrecError, OSError) as exc:
             logger.warning("%s: kept as streamed (no Duration or index): %s", self.path, exc)
+        else:
+            self.finished = True
 
 
 def _regular(file: io.FileIO) -> bool:
