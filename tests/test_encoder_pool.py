@@ -181,6 +181,7 @@ async def test_recordings_go_to_the_least_busy_process(encoder_pool: EncoderPool
     assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in encoder_pool.pids] == [min(19, ours + NICENESS)] * 2
+    assert [os.sched_getscheduler(pid) for pid in encoder_pool.pids] == [os.SCHED_BATCH] * 2
     await asyncio.gather(*(r.stop() for r in recorders))
     for recorder, log in zip(recorders, logs, strict=True):
         assert log.types[-1] == "stop"
