@@ -5,10 +5,14 @@ limit on), N recordings run together for ``--seconds``, each on its own live sou
 asyncrec ``FrameTrack`` (``realtime=True``, 640x480 at 30 fps) handing out camera-like
 pictures (``_common.picture_pool``: a moving pattern with sensor grain, so the encoder works
 as hard as on camera video; a clean pattern costs it almost nothing) and a ``SampleTrack``
-(a 440 Hz tone, 20 ms frames). Two ladders, alternating at each N in the same run:
+(a 440 Hz tone, 20 ms frames). Ladders (``--sides``), alternating at each N in the same run:
 
 * ``asyncrec``: asyncrec's MediaRecorder (``video/webm;codecs=vp8,opus``, timeslice 1000 ms),
   a ``dataavailable`` handler counting the bytes; every recording encodes on its own thread;
+* ``pool``: the same recorders given an ``EncoderPool`` (one process per core, started before
+  the step), so their encoders and muxers run in those processes;
+* ``processes`` (not run by default): the ``asyncrec`` side's recordings, sources and all,
+  split over one child process per core;
 * ``aiortc``: ``aiortc.contrib.media.MediaRecorder`` writing a WebM file in a temporary
   directory (it encodes on the event loop, with libvpx's defaults), the tracks wrapped to
   count the frames it takes (it encodes each as soon as it has taken it) and to let the loop
@@ -103,7 +107,7 @@ TICK = 0.010
 NEAR_LIMIT = 0.75
 SIDES = ("asyncrec", "pool", "aiortc", "processes")
 #: The sides run unless ``--sides`` says otherwise.
-DEFAULT_SIDES = ("asyncrec", "aiortc")
+DEFAULT_SIDES = ("asyncrec", "pool", "aiortc")
 
 
 class CountingTrack(MediaStreamTrack):
