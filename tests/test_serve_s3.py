@@ -5,6 +5,7 @@ bucket, and a draining worker refuses new publishers while its running ones fini
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from asyncrec._object_storage import s3_client
 from conftest import Start
 from media_check import ffmpeg_decode_errors, ffprobe_duration, has_cues
-from whip_client import SDP, Publisher
+from whip_client import SDP, Publisher, asyncrec_command, free_port
 
 TIMEOUT = 30.0
 
@@ -99,3 +100,27 @@ async def test_a_draining_worker_refuses_new_publishers_and_finishes_its_running
         await asyncio.wait_for(drained, TIMEOUT)
     key = await wait_for_object(bucket, "rec/")
     assert "-w2-" in key
+
+
+async def test_a_worker_the_storage_refuses_says_so_and_exits(
+    s3_env: None, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused credentials or a missing bucket: ``serve`` exits 1 at start with the
+    storage's error instead of taking publishers it could not record."""
+    monkeypatch.delenv("ASYNCREC_ICE_HOSTS", raising=False)
+    for url, expected in (
+        (f"s3://{bucket}-missing/rec", "NoSuchBucket"),
+        (f"s3://{bucket}/rec", "SignatureDoesNotMatch"),
+    ):
+        env = dict(os.environ)
+        if expected == "SignatureDoesNotMatch":
+            env["AWS_SECRET_ACCESS_KEY"] = "wrong"
+        serve = await asyncio.create_subprocess_exec(
+            *asyncrec_command(), "serve", "--port", str(free_port()), "--out", url, "--no-auth",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(serve.communicate(), TIMEOUT)
+        assert serve.returncode == 1, (out, err)
+        assert expected in err.decode(), err
+        assert b"Traceback" not in err
+        assert b"asyncrec serve:" not in out, "it never listened"

@@ -114,6 +114,28 @@ async def prepare_s3() -> None:
         await asyncio.to_thread(_load_botocore)
 
 
+async def check_bucket(bucket: str) -> None:
+    """Check that ``bucket`` exists and the configured credentials may list and write it:
+    a server calls this at start, so that a worker that could record nothing says so
+    instead of taking publishers. A storage that cannot be reached now is only logged:
+    it may come back, and the sinks retry.
+
+    Raises:
+        SinkError: the bucket is missing, or the credentials are refused (the storage's
+            error code in the message).
+    """
+    async with s3_client() as client:
+        try:
+            # A GET, not a HEAD: its answer carries the error's code (NoSuchBucket,
+            # InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied).
+            await client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except Exception as exc:
+            if _transient(exc):
+                logger.warning("object storage: s3://%s cannot be reached now (%s)", bucket, _describe(exc))
+                return
+            raise SinkError(f"s3://{bucket}", _describe(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def s3_client() -> AsyncIterator[Any]:
     """An aiobotocore S3 client configured from the environment and the AWS files (read

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._errors import AsyncrecError, NotFoundError, NotReadableError, NotSupportedError
+from ._errors import AsyncrecError, NotFoundError, NotReadableError, NotSupportedError, SinkError
 from ._formats import (
     CONTAINERS,
     DEFAULT_AUDIO_BITS_PER_SECOND,
@@ -751,7 +751,12 @@ async def _serve(args: argparse.Namespace) -> int:
         encoder_processes=args.encoder_processes,
     )
     runner = web.AppRunner(app)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except SinkError as exc:  # the storage refuses this worker: say so and exit
+        await runner.cleanup()
+        print(f"asyncrec: error: {exc}", file=sys.stderr)
+        return 1
     stop, drain = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .._encoder_pool import EncoderPool
-from .._object_storage import prepare_s3
+from .._object_storage import check_bucket, parse_url, prepare_s3
 from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
 from ._library import Library
@@ -240,6 +240,7 @@ def create_app(
 
         async def prepare_objects(_app: web.Application) -> None:
             await prepare_s3()  # the first session's upload then starts at once
+            await check_bucket(parse_url(f"{str(folder).rstrip('/')}/name")[0])
 
         app.on_startup.append(prepare_objects)
     app.on_cleanup.append(stop_storage)
