@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,27 @@ async def test_serve_transcodes_in_encoder_processes(loopback_ice: None, tmp_pat
     assert "Traceback" not in server.stderr()
     assert "copied=none" in server.stderr(), server.stderr()
     check_recording(path, video="vp8", audio="opus", size=(320, 240), duration=DURATION)
+
+
+async def test_sigterm_to_the_whole_group_drains_with_the_encoder_processes(loopback_ice: None, tmp_path: Path) -> None:
+    """A service manager's stop signals every process of the service (systemd's default
+    KillMode): the encoder processes must outlive the drain, so the session still ends
+    with a finished recording and the server exits 0."""
+    out = tmp_path / "out"
+    async with (
+        serve_process(
+            out, "--transcode", "--encoder-processes", "1", "--drain-timeout", "1",
+            log=tmp_path / "serve.log", own_group=True,
+        ) as server,
+        aiohttp.ClientSession() as http,
+        Publisher() as publisher,
+    ):  # fmt: skip
+        await publisher.publish(http, server.url + "whip")
+        await publisher.wait_connected()
+        await asyncio.sleep(PUBLISH_SECONDS)  # media to record
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        assert await asyncio.wait_for(server.proc.wait(), 30) == 0, server.stderr()
+    assert "encoder process ended" not in server.stderr(), server.stderr()
+    assert "Traceback" not in server.stderr()
+    [path] = finished_recordings(out)
+    check_recording(path, video="vp8", audio="opus", size=(320, 240), duration=(2.0, 5.5))

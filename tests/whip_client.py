@@ -136,9 +136,11 @@ class ServeProcess:
 
 
 @contextlib.asynccontextmanager
-async def serve_process(out: Path, *args: str, log: Path) -> AsyncIterator[ServeProcess]:
+async def serve_process(out: Path, *args: str, log: Path, own_group: bool = False) -> AsyncIterator[ServeProcess]:
     """Start ``asyncrec serve --out OUT --ice-host 127.0.0.1 ARGS`` on a free port and wait for
-    its URL line; always ends the process (SIGTERM, then SIGKILL) on the way out."""
+    its URL line; always ends the process (SIGTERM, then SIGKILL) on the way out.
+    ``own_group``: in a process group of its own (as a service manager starts it), which
+    a test may signal whole."""
     port = free_port()
     command = [
         *asyncrec_command(),
@@ -156,7 +158,12 @@ async def serve_process(out: Path, *args: str, log: Path) -> AsyncIterator[Serve
     env = {k: v for k, v in os.environ.items() if k != "ASYNCREC_ICE_HOSTS"}
     with _open_log(log) as errors:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=errors, env=env
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            start_new_session=own_group,
         )
     try:
         assert proc.stdout is not None

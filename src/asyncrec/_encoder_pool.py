@@ -16,6 +16,8 @@ A process that dies (a crash inside a codec) fails only its own recordings, thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import pickle
@@ -26,7 +28,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
-from pathlib import Path
 from types import TracebackType
 
 from ._container import WorkerSettings
@@ -67,7 +68,7 @@ class EncoderPool:
         if processes is not None and processes < 1:
             raise ValueError("processes must be at least 1")
         #: How many encoder processes the pool keeps.
-        self.processes = processes or os.cpu_count() or 1
+        self.processes = processes or _cores()
         self._lock = threading.Lock()
         self._pool: list[_Process | None] = [None] * self.processes
         self._closed = False
@@ -88,13 +89,8 @@ class EncoderPool:
 
         On cancellation the processes still finish their recordings and exit.
         """
-        with self._lock:
-            self._closed = True
-            processes = [p for p in self._pool if p is not None]
-            self._pool = [None] * self.processes
-        for process in processes:
-            process.control.close()  # end of file for the process: no more recordings
-        await asyncio.to_thread(lambda: [p.popen.wait() for p in processes])
+        self._closed = True  # at once: a recorder started from now on is refused
+        await asyncio.to_thread(self._close_all)
 
     async def __aenter__(self) -> EncoderPool:
         await self.start()
@@ -113,10 +109,18 @@ class EncoderPool:
     @property
     def pids(self) -> list[int]:
         """The running processes' ids."""
-        with self._lock:
-            return [p.popen.pid for p in self._pool if p is not None and p.popen.poll() is None]
+        return [p.popen.pid for p in list(self._pool) if p is not None and p.popen.poll() is None]
 
     # -- used by the feeder threads (blocking) -----------------------------------------------
+    def _close_all(self) -> None:
+        with self._lock:  # a process being started by a feeder is waited for
+            processes = [p for p in self._pool if p is not None]
+            self._pool = [None] * self.processes
+        for process in processes:
+            process.control.close()  # end of file for the process: no more recordings
+        for process in processes:
+            process.popen.wait()
+
     def _start_all(self) -> None:
         with self._lock:
             self._check_open()
@@ -167,7 +171,7 @@ class EncoderPool:
         if process is not None:
             process.control.close()
             process.popen.wait()
-        self._pool[n] = process = _spawn()
+        self._pool[n] = process = _spawn(max(1, _cores() // self.processes))
         return process
 
     def release(self, process: _Process) -> None:
@@ -175,25 +179,40 @@ class EncoderPool:
             process.recordings -= 1
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _load(process: _Process | None) -> int:
     return -1 if process is None else process.recordings
 
 
-def _spawn() -> _Process:
+#: What an encoder process runs: the parent's import path, then the process's main.
+_BOOT = (
+    "import json, os, sys; sys.path[:] = json.loads(os.environ['ASYNCREC_SYS_PATH']); "
+    "from asyncrec._encoder_process import main; main()"
+)
+
+
+def _spawn(cores: int) -> _Process:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = dict(os.environ)
-    # The child imports this very asyncrec, wherever it was imported from.
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["ASYNCREC_LOG_LEVEL"] = logging.getLevelName(logging.getLogger("asyncrec").getEffectiveLevel())
+    # The child imports what this process imports, from where it does: its sys.path as
+    # it is now (-P: nothing prepended, not the current directory).
+    env["ASYNCREC_SYS_PATH"] = json.dumps(sys.path)
+    env["ASYNCREC_LOG_LEVEL"] = str(logging.getLogger("asyncrec").getEffectiveLevel())
     try:
         popen = subprocess.Popen(
             # Not ``-m``: the module would run as __main__, a second copy of its classes.
-            [sys.executable, "-c", "from asyncrec._encoder_process import main; main()", str(theirs.fileno())],
+            [sys.executable, "-P", "-c", _BOOT, str(theirs.fileno()), str(cores)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
         )
+    except BaseException:
+        ours.close()
+        raise
     finally:
         theirs.close()
     # Wait until it has imported PyAV and asyncrec: frames sent before would wait for it,
@@ -234,6 +253,11 @@ class ProcessWorker:
         self.counters = counters
         self._outflow = outflow
         self._gone = threading.Event()  # the process reported Finished, or died
+        self._ended = False  # Finished was posted (exactly once, whatever happens)
+        self._ended_lock = threading.Lock()
+        #: Frames sent to the process per track: those it never reported on are counted
+        #: as dropped if it dies.
+        self._sent = [0] * len(tracks)
         #: The id of the process the recording runs in, once it has one.
         self.pid: int | None = None
         self._feeder = threading.Thread(target=self._feed, name="asyncrec-encoder-feed", daemon=True)
@@ -246,13 +270,26 @@ class ProcessWorker:
         must not block): the feeder thread notices within ``FEED_RECHECK`` and ends, its
         socket closed."""
 
+    def _end(self, error: str) -> None:
+        """Report ``error`` and Finished, unless Finished was already reported."""
+        with self._ended_lock:
+            if self._ended:
+                return
+            self._ended = True
+        logger.error("a recording in an encoder process failed: %s", error)
+        # What the process took and never reported on went with it: counted, not lost.
+        for track, sent in enumerate(self._sent):
+            unseen = sent - self.counters.encoded[track] - self.counters.dropped[track]
+            if unseen > 0:
+                self.counters.dropped[track] += unseen
+        self._post([Failure(UnknownError(error)), Finished()])
+
     # -- the feeder thread ------------------------------------------------------------------
     def _feed(self) -> None:
         try:
             conn, process = self._pool.open_channel(self._spec)
-        except (OSError, InvalidStateError, pickle.PicklingError) as exc:
-            logger.error("no encoder process for a recording: %r", exc)
-            self._post([Failure(UnknownError(f"no encoder process could take the recording: {exc!r}")), Finished()])
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the recording must end
+            self._end(f"no encoder process could take the recording: {exc!r}")
             return
         self.pid = process.popen.pid
         reader = threading.Thread(target=self._read, args=(conn, process), name="asyncrec-encoder-read", daemon=True)
@@ -261,7 +298,14 @@ class ProcessWorker:
             self._send_until_stop(conn)
         except OSError:
             pass  # the process is gone: the reader reports it
+        except Exception as exc:
+            logger.exception("feeding an encoder process failed")
+            self._end(f"feeding the encoder process failed: {exc!r}")
         finally:
+            # The process sees the end of its input (if it has not finished), finishes,
+            # and the reader sees it go.
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as end:
+                end.shutdown(socket.SHUT_WR)
             reader.join()
             conn.close()
 
@@ -281,6 +325,8 @@ class ProcessWorker:
             if frames:
                 realtime = any(item.realtime for item in frames)
             send_items(conn, items)
+            for item in frames:
+                self._sent[item.track] += 1
             if any(isinstance(item, Stop) for item in items):
                 return
 
@@ -293,9 +339,7 @@ class ProcessWorker:
                 except (EOFError, OSError):
                     code = process.popen.poll()
                     reason = "" if code is None else f" (exit status {code})"
-                    logger.error("an encoder process ended during a recording%s", reason)
-                    error = UnknownError(f"the encoder process ended during the recording{reason}")
-                    self._post([Failure(error), Finished()])
+                    self._end(f"the encoder process ended during the recording{reason}")
                     return
                 for f in fields(self.counters):
                     value = counters[f.name]
@@ -303,10 +347,18 @@ class ProcessWorker:
                         getattr(self.counters, f.name)[:] = value
                     else:
                         setattr(self.counters, f.name, value)
+                if any(isinstance(output, Finished) for output in outputs):
+                    with self._ended_lock:
+                        if self._ended:
+                            return
+                        self._ended = True
                 if outputs:  # a message may bring counters only: the loop need not wake
                     self._post(outputs)
-                if any(isinstance(output, Finished) for output in outputs):
+                if self._ended:
                     return
+        except Exception as exc:
+            logger.exception("reading from an encoder process failed")
+            self._end(f"reading from the encoder process failed: {exc!r}")
         finally:
             self._gone.set()
             self._pool.release(process)

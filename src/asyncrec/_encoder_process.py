@@ -23,6 +23,7 @@ process those pieces queue for one GIL and for the event loop's thread. See
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -45,6 +46,7 @@ from ._container import WorkerSettings
 from ._errors import UnknownError
 from ._formats import Format
 from ._handoff import FrameItem, Item, Stop
+from ._video import share_cores
 from ._worker import Failure, Output, RecordingWorker, TrackInfo, WorkerCounters
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 #: How much lower than its parent an encoder process's CPU priority is (``nice``).
 NICENESS = 5
+#: The most items the worker takes at once (a hand-off's worth of video and more): beyond
+#: it, what was sent stays in the socket, and a source faster than the encoder waits.
+MAX_BATCH = 64
 #: How often a recording's counters go to the parent between its chunks (s).
 COUNTERS_EVERY = 0.05
 #: What a new process says on its control socket once it can take recordings.
@@ -187,10 +192,10 @@ class ChannelHandOff:
         try:
             if not self._conn.poll(timeout):
                 return items
-            while True:  # everything already sent, in one batch for the worker
+            while True:  # what was already sent, in one batch for the worker
                 items.extend(self._batch())
-                if not self._conn.poll(0):
-                    return items
+                if len(items) >= MAX_BATCH or not self._conn.poll(0):
+                    return items  # the rest waits in the socket: the feeder then waits too
         except (EOFError, OSError):
             self._closed = True
             return [*items, Stop(None)]
@@ -277,18 +282,24 @@ def serve(control: socket.socket) -> None:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group: the parent stops its recordings, which
-    # then finish here; this process must not die first.
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the parent
+    # stops (or drains) its recordings, which then finish here; this process must not die
+    # first. It exits when the parent closes its control socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # When the machine is short of CPU, the process with the event loop (the network,
     # the sources) goes first (nice +5): an encoder that falls behind drops live video, counted,
     # while a loop that falls behind loses packets and stalls every recording.
     # SCHED_BATCH too: the scheduler then never preempts for these processes' wake-ups,
     # and a waking event loop preempts them (measured: capacity 9 -> 10, p99 loop lag
     # at 9 recordings 23 -> 15 ms).
-    os.nice(NICENESS)
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    logging.basicConfig(level=os.environ.get("ASYNCREC_LOG_LEVEL", "WARNING"), format="%(name)s: %(message)s")
+    with contextlib.suppress(OSError):  # a sandbox may refuse: priorities are a preference
+        os.nice(NICENESS)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    logging.basicConfig(
+        level=int(os.environ.get("ASYNCREC_LOG_LEVEL", logging.WARNING)), format="%(name)s: %(message)s"
+    )
+    share_cores(int(sys.argv[2]))
     control = socket.socket(fileno=int(sys.argv[1]))
     control.send(READY)  # imported: the pool's start() returns
     serve(control)

@@ -38,7 +38,7 @@ def codec_threads(encoder: str, width: int, height: int) -> int:
     here, so threads are only used from 1080p up (never for VP8), and with more
     recordings than cores, one thread each and parallelism across recordings.
     """
-    cores = os.cpu_count() or 1
+    cores = _cores
     if encoder == "libvpx" or width * height < 1920 * 1080 * 3 // 4:
         return 1
     return max(1, min(4, cores // max(1, _active_workers)))
@@ -100,6 +100,17 @@ class VideoPath:
         chain.append(graph.add("format", self._pix_fmt))
         chain.append(graph.add("buffersink"))
         return configure_chain(graph, *chain)
+
+
+#: The cores this process's recordings share (all of them, unless an encoder pool gave this
+#: process its share).
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def share_cores(cores: int) -> None:
+    """This process's recordings get ``cores`` cores (an encoder process's share)."""
+    global _cores
+    _cores = max(1, cores)
 
 
 def worker_started() -> None:
