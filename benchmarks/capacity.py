@@ -78,6 +78,7 @@ from _common import (
     picture_pool,
     print_table,
     run_plain_pyav,
+    set_switch_interval,
 )
 from asyncrec import (
     BlobEvent,
@@ -633,11 +634,18 @@ def main() -> int:
         help=f"comma-separated, from {','.join(SIDES)} (processes: asyncrec's recordings spread over one process "
         "per core, against its worker threads in one process)",
     )
+    parser.add_argument(
+        "--ns", help="comma-separated N values to run instead of the ladder (e.g. 8,9,10: a look near capacity)"
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="EXPERIMENT: sys.setswitchinterval, in ms, in this process"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--noise", type=int, default=3, help="+- luma grain, camera-like (default 3; 0: clean)")
     parser.add_argument("--quick", action="store_true", help="a smoke test (N up to 2, 3 s), not a measurement")
     args = parser.parse_args()
+    set_switch_interval(args.switch_interval)
     sides = [side.strip() for side in args.sides.split(",") if side.strip()]
     if unknown := set(sides) - set(SIDES):
         parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
@@ -657,7 +665,7 @@ def main() -> int:
     print("raw limit, before the ladders:", flush=True)
     raws = [measure_raw(pool, raw_seconds)]
     max_n = args.max_n if args.max_n is not None else 2 if args.quick else max(1, math.ceil(2 * raws[0].limit))
-    ns = ladder(raws[0].limit, max_n)
+    ns = [int(n) for n in args.ns.split(",")] if args.ns else ladder(raws[0].limit, max_n)
     print(f"N ladder (up to {max_n}, stopping at the first N where a recording falls behind): {ns}", flush=True)
 
     steps: dict[str, list[Step]] = {side: [] for side in sides}
