@@ -282,25 +282,34 @@ async def test_a_track_raising_from_recv_leaves_the_other_track_recording(
     assert me.cancelling() == 0, "the test's own task was cancelled"
 
 
-async def test_a_track_that_ends_before_its_first_frame_gets_no_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("independent_chunks", [False, True])
+async def test_a_track_that_ends_before_its_first_frame_gets_no_stream(
+    tmp_path: Path, independent_chunks: bool
+) -> None:
     """The recording ends before the video sent anything (a publisher refused, a camera
-    that never started): the file and ``mimeType`` hold the audio only, no empty video
-    stream for players to wait on."""
+    that never started): the file (each file, with independent chunks) and ``mimeType``
+    hold the audio only, no empty video stream for players to wait on."""
     from aiortc.mediastreams import MediaStreamError
 
     audio = SampleTrack(sine_tone(440), realtime=False, duration=0.5)
-    recorder = MediaRecorder(MediaStream([FailingTrack(MediaStreamError, frames=0), audio]), mimeType="video/webm")
+    stream = MediaStream([FailingTrack(MediaStreamError, frames=0), audio])
+    recorder = MediaRecorder(stream, mimeType="video/webm", independent_chunks=independent_chunks)
     log = EventLog(recorder)
-    recorder.start()
+    recorder.start(200 if independent_chunks else None)
     await log.wait_stopped()
     assert "error" not in log.types
     assert recorder.mimeType == "video/webm;codecs=opus"
-    path = tmp_path / "audio-only.webm"
-    path.write_bytes(log.data)
-    assert ffmpeg_decode_errors(path) == ""
-    probed = probe(path)
-    assert [s["codec_type"] for s in probed.streams] == ["audio"]
-    assert probed.audio_duration() == pytest.approx(0.5, abs=0.05)
+    files = [e.data for e in log.events if e.type == "dataavailable" and e.data] if independent_chunks else [log.data]
+    assert len(files) >= (2 if independent_chunks else 1)
+    duration = 0.0
+    for n, data in enumerate(files):
+        path = tmp_path / f"audio-only-{n}.webm"
+        path.write_bytes(data)
+        assert ffmpeg_decode_errors(path) == ""
+        probed = probe(path)
+        assert [s["codec_type"] for s in probed.streams] == ["audio"]
+        duration += probed.audio_duration()
+    assert duration == pytest.approx(0.5, abs=0.05 * len(files))
 
 
 # -- 8. requestData(); pause() ----------------------------------------------------------------------------

@@ -352,6 +352,7 @@ class RecordingWorker:
             assert spec is not None
             codecs.append(codec_string(spec, self._fmt.container.muxer, stream, setup.frame_rate))
         video = next((s for s in streams if isinstance(s, VideoStream)), None)
+        self._has_video = video is not None
         size = None if video is None else (video.codec_context.width, video.codec_context.height)
         encoded = [n for n, setup in zip(present, setups, strict=True) if not isinstance(setup.first, EncodedFrame)]
         self._outputs.append(Opened(codecs, size, encoded))
@@ -489,9 +490,8 @@ class RecordingWorker:
             self._cutter.muxed(before, at_ms, end_ms)
 
     def _encoders(self) -> list[VideoStream | AudioStream]:
-        streams = [track.stream for track in self._tracks]
-        assert all(stream is not None for stream in streams)
-        return [stream for stream in streams if stream is not None]
+        """The streams, in order (a track that never sent a frame may have none)."""
+        return [track.stream for track in self._tracks if track.stream is not None]
 
     def _ask_piece(self, request: int | None) -> None:
         """Independent chunks: cut before the next video frame (so the new file starts
