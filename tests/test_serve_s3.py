@@ -119,7 +119,12 @@ async def test_a_worker_the_storage_refuses_says_so_and_exits(
             *asyncrec_command(), "serve", "--port", str(free_port()), "--out", url, "--no-auth",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(serve.communicate(), TIMEOUT)
+        try:
+            out, err = await asyncio.wait_for(serve.communicate(), TIMEOUT)
+        finally:
+            if serve.returncode is None:  # it started after all: the test fails, the server goes
+                serve.kill()
+                await serve.wait()
         assert serve.returncode == 1, (out, err)
         assert expected in err.decode(), err
         assert b"Traceback" not in err

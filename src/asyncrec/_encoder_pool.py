@@ -255,6 +255,7 @@ class ProcessWorker:
         self._gone = threading.Event()  # the process reported Finished, or died
         self._ended = False  # Finished was posted (exactly once, whatever happens)
         self._ended_lock = threading.Lock()
+        self._failed = False  # ended by a failure on this side or the process's death
         #: Frames sent to the process per track: those it never reported on are counted
         #: as dropped if it dies.
         self._sent = [0] * len(tracks)
@@ -275,14 +276,22 @@ class ProcessWorker:
         with self._ended_lock:
             if self._ended:
                 return
-            self._ended = True
+            self._ended = self._failed = True
         logger.error("a recording in an encoder process failed: %s", error)
-        # What the process took and never reported on went with it: counted, not lost.
+        self._count_lost()
+        self._post([Failure(UnknownError(error)), Finished()])
+
+    def _count_lost(self) -> None:
+        """Frames the process took and never reported on, and those still waiting in the
+        hand-off (nobody will take them now), are counted as dropped: statistics() must
+        account for every frame that came in."""
+        for item in self._handoff.take(0):
+            if isinstance(item, FrameItem):
+                self._sent[item.track] += 1
         for track, sent in enumerate(self._sent):
             unseen = sent - self.counters.encoded[track] - self.counters.dropped[track]
             if unseen > 0:
                 self.counters.dropped[track] += unseen
-        self._post([Failure(UnknownError(error)), Finished()])
 
     # -- the feeder thread ------------------------------------------------------------------
     def _feed(self) -> None:
@@ -308,6 +317,8 @@ class ProcessWorker:
                 end.shutdown(socket.SHUT_WR)
             reader.join()
             conn.close()
+            if self._failed:
+                self._count_lost()  # again: a batch this thread was sending as it died
 
     def _send_until_stop(self, conn: Connection) -> None:
         realtime = False
@@ -324,9 +335,9 @@ class ProcessWorker:
             frames = [item for item in items if isinstance(item, FrameItem)]
             if frames:
                 realtime = any(item.realtime for item in frames)
-            send_items(conn, items)
-            for item in frames:
+            for item in frames:  # counted first: a batch the process dies taking is its too
                 self._sent[item.track] += 1
+            send_items(conn, items)
             if any(isinstance(item, Stop) for item in items):
                 return
 
