@@ -84,7 +84,9 @@ class EncoderPool:
 
     async def close(self) -> None:
         """Let the processes go: each finishes the recordings it is running, then exits.
-        Waits for them (off the event loop). Recorders given the pool afterwards fail
+        Waits for them (off the event loop), so stop the pool's recorders first (``async
+        with MediaRecorder(...)`` inside ``async with EncoderPool()`` does): a recording
+        never stopped keeps its process, and this waits for it. Recorders given the pool afterwards fail
         with ``InvalidStateError`` at ``start``. Idempotent.
 
         On cancellation the processes still finish their recordings and exit.
