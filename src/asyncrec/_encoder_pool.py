@@ -35,6 +35,7 @@ from ._encoder_process import READY, RecordingSpec, receive_outputs, send_items
 from ._errors import InvalidStateError, UnknownError
 from ._formats import Format
 from ._handoff import FrameItem, HandOff, Stop
+from ._video import usable_cores
 from ._worker import OUTFLOW_RECHECK, Failure, Finished, Output, TrackInfo, WorkerCounters
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class EncoderPool:
         if processes is not None and processes < 1:
             raise ValueError("processes must be at least 1")
         #: How many encoder processes the pool keeps.
-        self.processes = processes or _cores()
+        self.processes = processes or usable_cores()
         self._lock = threading.Lock()
         self._pool: list[_Process | None] = [None] * self.processes
         self._closed = False
@@ -173,17 +174,12 @@ class EncoderPool:
         if process is not None:
             process.control.close()
             process.popen.wait()
-        self._pool[n] = process = _spawn(max(1, _cores() // self.processes))
+        self._pool[n] = process = _spawn(max(1, usable_cores() // self.processes))
         return process
 
     def release(self, process: _Process) -> None:
         with self._lock:
             process.recordings -= 1
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _load(process: _Process | None) -> int:

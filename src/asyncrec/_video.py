@@ -104,7 +104,12 @@ class VideoPath:
 
 #: The cores this process's recordings share (all of them, unless an encoder pool gave this
 #: process its share).
-_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_cores = usable_cores()
 
 
 def share_cores(cores: int) -> None:
