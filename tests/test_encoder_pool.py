@@ -21,7 +21,7 @@ from aiortc import RTCPeerConnection
 
 from asyncrec import EncoderPool, InvalidStateError, MediaRecorder, UnknownError
 from asyncrec._encoder_pool import ProcessWorker
-from asyncrec._encoder_process import NICENESS, ChannelHandOff, send_items
+from asyncrec._encoder_process import NICENESS, ChannelHandOff, Priority, send_items
 from asyncrec._handoff import Cut, FrameItem, Stop
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_streams
@@ -207,9 +207,8 @@ async def test_recordings_go_to_the_least_busy_process(encoder_pool: EncoderPool
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 10)
         pids = [worker_of(r).pid for r in recorders]
         assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
-        ours = os.getpriority(os.PRIO_PROCESS, 0)
-        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in encoder_pool.pids] == [min(19, ours + NICENESS)] * 2
-        assert [os.sched_getscheduler(pid) for pid in encoder_pool.pids] == [os.SCHED_BATCH] * 2
+        # The default priority: the encoders take only what the loop leaves.
+        assert [os.sched_getscheduler(pid) for pid in encoder_pool.pids] == [os.SCHED_IDLE] * 2
         await asyncio.gather(*(r.stop() for r in recorders))
         for recorder, log in zip(recorders, logs, strict=True):
             assert log.types[-1] == "stop"
@@ -319,3 +318,28 @@ async def test_the_processes_import_what_this_process_imports(tmp_path: Path, mo
         log, recorder = await record(0.5, pool)
     assert "error" not in log.types
     assert recorder.statistics().tracks[0].frames_encoded == 15
+
+
+@pytest.mark.parametrize(
+    ("priority", "policy", "nice"), [("low", os.SCHED_BATCH, NICENESS), ("normal", os.SCHED_OTHER, 0)]
+)
+async def test_priority_other_than_idle(priority: Priority, policy: int, nice: int, tmp_path: Path) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    async with EncoderPool(1, priority=priority) as pool:
+        [pid] = pool.pids
+        assert os.sched_getscheduler(pid) == policy
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + nice)
+        recorder = MediaRecorder(make_stream(), encoder_pool=pool)
+        log = EventLog(recorder)
+        async with stopped_after(recorder):
+            await recorder.start()
+            await asyncio.wait_for(log.wait_stopped(), 30)  # the 1 s stream ends by itself
+        assert "error" not in log.types
+        path = tmp_path / "low.webm"
+        path.write_bytes(log.data)
+        assert ffmpeg_decode_errors(path) == ""
+
+
+def test_priority_must_be_known() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        EncoderPool(priority="high")  # type: ignore[arg-type]

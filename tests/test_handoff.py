@@ -74,3 +74,44 @@ async def test_take_times_out_empty_and_control_messages_keep_order() -> None:
     handoff.control(Cut(7))
     handoff.control(Pause())
     assert handoff.take(None) == [Cut(7), Pause()]
+
+
+async def test_while_frames_flow_they_wait_for_the_worker_s_next_look() -> None:
+    """Batching: a frame wakes the worker only after a quiet spell or when its track is half
+    way to its bound; a control message always does; the rest the worker takes at its next
+    look, at most a window later."""
+    handoff = HandOff(["video", "audio"], asyncio.get_running_loop())
+    handoff.batch(0.5)
+    wakes = 0
+    notify = handoff._cond.notify
+
+    def counting(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        notify(n)
+
+    handoff._cond.notify = counting  # type: ignore[method-assign]
+    assert handoff.room(item(1, "a0")) is None
+    assert wakes == 1  # the first frame after a quiet spell: at once
+    assert names(handoff.take(0)) == ["a0"]
+    assert handoff.room(item(1, "a1")) is None
+    assert handoff.room(item(1, "a2")) is None
+    assert wakes == 1  # frames flowing: no wake-up each
+    handoff.control(Cut(1))
+    assert wakes == 2  # control: at once
+    assert names(handoff.take(0)) == ["a1", "a2", Cut(1)]
+    for n in range(VIDEO_QUEUE_FRAMES // 2):
+        handoff.offer(item(0, f"v{n}", droppable=True))
+    assert wakes == 3  # video half way to its bound: at once, before anything is dropped
+    handoff.take(0)
+
+    taken: list[Any] = []
+    worker = threading.Thread(target=lambda: taken.extend(handoff.take(None)))
+    worker.start()  # looks again within the window, woken or not
+    assert handoff.room(item(1, "a3")) is None
+    await asyncio.to_thread(worker.join, 10)
+    assert names(taken) == ["a3"]
+    assert wakes == 3
+    assert handoff.take(0.01) == []  # a look that finds nothing: quiet again
+    assert handoff.room(item(1, "a4")) is None
+    assert wakes == 4

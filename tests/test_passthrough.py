@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, pack_remb_fci, unpack_remb_fci
 from playwright.async_api import Browser
 
 from asyncrec import FrameTrack, MediaRecorder, MediaStream, SampleTrack, moving_pattern, sine_tone
-from asyncrec._aiortc_tap import tap_for
+from asyncrec._aiortc_tap import REMB_INTERVAL, tap_for
 from browser_media import append_chunks, serve_files
 from conftest import close_peers
 from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_streams, ffprobe_video
@@ -320,6 +321,8 @@ def test_aiortc_internals_the_tap_relies_on_are_there() -> None:
     assert "self.__decoder_queue: queue.Queue = queue.Queue()" in source
     assert "self.__decoder_queue.put((codec, encoded_frame))" in source
     assert "async def _send_rtcp_pli(self, media_ssrc: int)" in source
+    assert "async def _send_rtcp(self, packet: AnyRtcpPacket)" in source
+    assert "await self._send_rtcp(rtcp_packet)" in source  # the REMB the tap throttles
     assert "self._track" in source
     assert list(inspect.signature(decoder_worker).parameters) == ["loop", "input_q", "output_q", "decode_error"]
     frame = JitterFrame(data=b"x", timestamp=1)
@@ -397,6 +400,61 @@ async def test_a_reader_waiting_before_the_copy_began_keeps_its_frames(
     await asyncio.wait_for(reader, 10)
     assert by_kind(recorder)["video"].copied
     assert len(got) == 60
+
+
+async def test_bandwidth_estimates_are_throttled_as_libwebrtc_does(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection],
+) -> None:
+    """aiortc sends a REMB per packet while its estimator sees overuse (a loaded loop makes
+    it see it): the tap lets one through per REMB_INTERVAL, sooner when the estimate falls
+    below REMB_DROP of the last one sent, and every other RTCP packet as it comes."""
+    sender, receiver = peers
+    remote = await connect(sender, receiver, audio=False)
+    [video] = remote.getVideoTracks()
+    tap = tap_for(video)
+    assert tap is not None
+    await asyncio.wait_for(video.recv(), CONNECT_TIMEOUT)  # a frame came: its sender is known
+    video_receiver = next(r for r in receiver.getReceivers() if r.track is video)
+    [source] = video_receiver.getSynchronizationSources()
+    transport = video_receiver.transport
+    sent: list[bytes] = []
+    send_rtp = transport._send_rtp
+
+    async def counting(data: bytes) -> None:
+        sent.append(bytes(data))
+        await send_rtp(data)
+
+    transport._send_rtp = counting  # type: ignore[method-assign]
+
+    def remb(bitrate: int) -> RtcpPsfbPacket:
+        return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0, fci=pack_remb_fci(bitrate, [source.source]))
+
+    def rembs() -> list[int]:
+        return [
+            unpack_remb_fci(RtcpPacket.parse(data)[0].fci)[0]  # type: ignore[union-attr]
+            for data in sent
+            if data[1] == 206 and data[0] & 0x1F == RTCP_PSFB_APP
+        ]
+
+    try:
+        held = tap.remb_held
+        for _ in range(10):  # a burst, as aiortc sends under "overuse"
+            await video_receiver._send_rtcp(remb(1_000_000))
+        assert tap.remb_held - held in (9, 10)  # (one may have gone out just before)
+        await video_receiver._send_rtcp(remb(990_000))  # 1 % lower: held too
+        await video_receiver._send_rtcp(remb(900_000))  # 10 % lower: at once
+        assert rembs()[-1] == 900_000
+        await asyncio.sleep(REMB_INTERVAL * 1.5)  # the interval itself is what is tested
+        await video_receiver._send_rtcp(remb(950_000))  # higher, but the interval has passed
+        assert rembs()[-1] == 950_000
+        assert rembs().count(1_000_000) <= 1
+        pli = len(sent)
+        for _ in range(3):
+            await video_receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1234, media_ssrc=source.source))
+        assert len(sent) - pli == 3  # other feedback is never held back
+    finally:
+        transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    assert receiver.connectionState == "connected"
 
 
 async def test_a_failing_consumer_never_breaks_the_peer_connection(

@@ -19,6 +19,12 @@ decoded frames on the remote track. :class:`EncodedTap` sits on that queue's ``p
   which bridge the gap to the next key frame; so does a frame a filter refuses.
 * **Asking for key frames** (:meth:`EncodedTap.request_key_frame`): an RTCP PLI to the
   media SSRC heard last (never an RTX one), at most one per ``PLI_INTERVAL`` per receiver.
+* **Bandwidth estimates (REMB), throttled.** aiortc sends the sender a REMB on every packet
+  while its estimator sees overuse, which a loaded event loop makes it see (packets read
+  late look queued): an RTCP packet sent per RTP packet received, taking a third of the
+  loop's time at 25 copied publishers, more load, more "overuse". As libwebrtc does
+  (``RembThrottler``), a REMB goes out at most once per ``REMB_INTERVAL`` per receiver,
+  unless the estimate falls below ``REMB_DROP`` of the last one sent.
 * **Faults stay here.** The tap runs inside aiortc's packet handling, where an exception
   would close the peer connection: a consumer or filter that raises is logged and
   dropped, and the end of the stream always reaches the decoder thread.
@@ -26,7 +32,9 @@ decoded frames on the remote track. :class:`EncodedTap` sits on that queue's ``p
 Internals relied on, of aiortc 1.16 (pinned by ``tests/test_passthrough.py``, which
 fails loudly when they change): ``RTCRtpReceiver._RTCRtpReceiver__decoder_queue`` (a
 ``queue.Queue`` of ``(RTCRtpCodecParameters, JitterFrame)`` and a final ``None``),
-``RTCRtpReceiver._send_rtcp_pli(ssrc)``, ``RTCRtpReceiver._RTCRtpReceiver__active_ssrc``
+``RTCRtpReceiver._send_rtcp_pli(ssrc)``, ``RTCRtpReceiver._send_rtcp(packet)`` (every RTCP
+packet it sends; a REMB is an ``aiortc.rtp.RtcpPsfbPacket`` with ``fmt`` ``RTCP_PSFB_APP``,
+read with ``unpack_remb_fci``), ``RTCRtpReceiver._RTCRtpReceiver__active_ssrc``
 and ``__rtx_ssrc`` (the SSRCs heard, and which are RTX), ``RTCRtpReceiver._track`` and
 ``RemoteStreamTrack._queue`` (an ``asyncio.Queue``). At ``import asyncrec`` two class
 attributes are wrapped: ``RTCRtpReceiver.track`` leaves a weak reference to the receiver
@@ -49,6 +57,7 @@ from typing import Any, Protocol
 
 from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from ._encoded import EncodedFrame, encoded_frame
 
@@ -58,6 +67,10 @@ logger = logging.getLogger(__name__)
 TESTED_AIORTC = ("1.16",)
 #: The least time between two key frame requests to one sender (s).
 PLI_INTERVAL = 1.0
+#: The least time between two REMBs to one sender (s), and how far below the last one
+#: sent an estimate must fall to go out sooner (libwebrtc's ``RembThrottler``: 200 ms, 97 %).
+REMB_INTERVAL = 0.2
+REMB_DROP = 0.97
 #: A track read (``recv()``) this recently still wants decoded frames (s).
 READ_GRACE = 2.0
 
@@ -140,10 +153,11 @@ def tap_for(track: object) -> EncodedTap | None:
         return tap
     decoder_queue = getattr(receiver, _DECODER_QUEUE, None)
     pli = getattr(type(receiver), "_send_rtcp_pli", None)
-    if not _INSTALLED or not isinstance(decoder_queue, queue.Queue) or not callable(pli):
+    rtcp = getattr(type(receiver), "_send_rtcp", None)
+    if not _INSTALLED or not isinstance(decoder_queue, queue.Queue) or not callable(pli) or not callable(rtcp):
         logger.warning("aiortc's receiver internals changed: tracks are recorded by decoding them")
         return None
-    tap = EncodedTap(receiver, decoder_queue, pli)
+    tap = EncodedTap(receiver, decoder_queue, pli, rtcp)
     setattr(receiver, _TAP, tap)
     return tap
 
@@ -152,7 +166,9 @@ class EncodedTap:
     """Encoded frames of one aiortc receiver (see the module docstring). Everything runs
     on the event loop."""
 
-    def __init__(self, receiver: RTCRtpReceiver, decoder_queue: queue.Queue[Any], send_pli: Any) -> None:
+    def __init__(
+        self, receiver: RTCRtpReceiver, decoder_queue: queue.Queue[Any], send_pli: Any, send_rtcp: Any
+    ) -> None:
         # Weak: the receiver holds the tap (its queue's put, its PLI sender), not the reverse.
         self._receiver = weakref.ref(receiver)
         track = receiver._track
@@ -172,6 +188,12 @@ class EncodedTap:
         self._put = decoder_queue.put
         decoder_queue.put = self._on_put  # type: ignore[method-assign]
         receiver._send_rtcp_pli = self._on_pli  # type: ignore[method-assign]
+        #: REMBs the receiver wanted to send and the throttle kept back.
+        self.remb_held = 0
+        self._remb_at = -REMB_INTERVAL
+        self._remb_bitrate = 0
+        self._send_rtcp = send_rtcp
+        receiver._send_rtcp = self._on_rtcp  # type: ignore[method-assign]
 
     def subscribe(self, consumer: EncodedConsumer) -> None:
         if consumer not in self.consumers:
@@ -271,6 +293,23 @@ class EncodedTap:
         if receiver is not None:
             self._last_pli = time.monotonic()
             await self._send_pli(receiver, media_ssrc)
+
+    async def _on_rtcp(self, packet: Any) -> None:
+        """Every RTCP packet the receiver sends: REMBs throttled, the rest as they come."""
+        receiver = self._receiver()
+        if receiver is None:
+            return
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate = unpack_remb_fci(packet.fci)[0]
+            except ValueError:
+                bitrate = 0
+            now = time.monotonic()
+            if now - self._remb_at < REMB_INTERVAL and bitrate >= self._remb_bitrate * REMB_DROP:
+                self.remb_held += 1
+                return
+            self._remb_at, self._remb_bitrate = now, bitrate
+        await self._send_rtcp(receiver, packet)
 
 
 def _media_ssrc(receiver: RTCRtpReceiver) -> int | None:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal, get_args
 
 import av
 import numpy as np
@@ -52,8 +52,11 @@ from ._worker import Failure, Output, RecordingWorker, TrackInfo, WorkerCounters
 logger = logging.getLogger(__name__)
 
 
-#: How much lower than its parent an encoder process's CPU priority is (``nice``).
+#: How much lower than its parent a ``"low"`` encoder process's CPU priority is (``nice``).
 NICENESS = 5
+#: An encoder process's CPU priority (see :class:`~asyncrec.EncoderPool`).
+Priority = Literal["idle", "low", "normal"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 #: The most items the worker takes at once (a hand-off's worth of video and more): beyond
 #: it, what was sent stays in the socket, and a source faster than the encoder waits.
 MAX_BATCH = 64
@@ -281,21 +284,32 @@ def serve(control: socket.socket) -> None:
         thread.join()
 
 
+def set_priority(priority: str) -> None:
+    """This process's CPU priority (before its threads start: they inherit it).
+
+    When the machine is short of CPU, the process with the event loop (the network, the
+    sources) goes first: an encoder that falls behind drops live video, counted, while a
+    loop that falls behind loses packets and stalls every recording. Measured with 9-10
+    recordings on 2 cores (``benchmarks/capacity.py``), p99 loop lag: 23 ms at the same
+    priority, 15 ms with nice +5 and SCHED_BATCH (a waking loop preempts them, once their
+    time slice allows), 4-5 ms with SCHED_IDLE (a waking loop preempts them at once).
+    """
+    # A sandbox or another system may refuse: priorities are a preference.
+    with contextlib.suppress(OSError, AttributeError):
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif priority == "low":
+            os.nice(NICENESS)
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def main() -> None:
     # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the parent
     # stops (or drains) its recordings, which then finish here; this process must not die
     # first. It exits when the parent closes its control socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # When the machine is short of CPU, the process with the event loop (the network,
-    # the sources) goes first (nice +5): an encoder that falls behind drops live video, counted,
-    # while a loop that falls behind loses packets and stalls every recording.
-    # SCHED_BATCH too: the scheduler then never preempts for these processes' wake-ups,
-    # and a waking event loop preempts them (measured: capacity 9 -> 10, p99 loop lag
-    # at 9 recordings 23 -> 15 ms).
-    with contextlib.suppress(OSError):  # a sandbox may refuse: priorities are a preference
-        os.nice(NICENESS)
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    set_priority(sys.argv[3])
     logging.basicConfig(
         level=int(os.environ.get("ASYNCREC_LOG_LEVEL", logging.WARNING)), format="%(name)s: %(message)s"
     )

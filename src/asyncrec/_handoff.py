@@ -21,6 +21,14 @@ interleaving gives way, and clusters hold blocks out of time order, which Chromi
 Control messages (cut, pause, resume, stop) are never refused and keep their place in the
 order. The worker takes everything queued at once, so each wake-up is one lock round and
 at most one ``call_soon_threadsafe`` back to the loop.
+
+Frames are taken in batches (:meth:`HandOff.batch`): while frames flow, a frame does not
+wake the worker; the worker looks every ``BATCH_WINDOW`` and takes what has gathered. A
+wake-up per frame (tens per second per recording, hundreds of threads) is a fight for the
+GIL with the event loop each time; measured with 25 copied WebRTC publishers, the server's
+CPU went from 0.91 to 0.75 cores. The first frame after a quiet spell, a control message, and
+a track half way to its bound still wake the worker at once, and the worker cuts a chunk
+only after taking what is queued, so no frame misses the chunk it arrived in time for.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ AUDIO_QUEUE_BYTES = 8 * 1024 * 1024
 MEDIA_LEAD = 0.2
 #: The longest a frame waits for a lagging track (s of wall time).
 LEAD_PATIENCE = 0.5
+#: While frames flow, how often a batching worker takes them (s).
+BATCH_WINDOW = 0.02
 
 
 @dataclass(slots=True)
@@ -120,6 +130,16 @@ class HandOff:
         self._ended = [False] * len(kinds)
         self._gated_since: list[float | None] = [None] * len(kinds)
         self._gated: list[asyncio.Future[None]] = []
+        # Batching (worker side sets it): how long the worker lets frames gather, and
+        # whether its last look found none (then the next frame wakes it).
+        self._window = 0.0
+        self._quiet = True
+
+    def batch(self, window: float = BATCH_WINDOW) -> None:
+        """Let frames gather up to ``window`` seconds while they flow (see the module
+        docstring); 0: every frame wakes the worker."""
+        with self._cond:
+            self._window = window
 
     # -- event loop side ------------------------------------------------------------------
     def depth(self) -> int:
@@ -220,13 +240,18 @@ class HandOff:
     def _append(self, item: FrameItem) -> None:
         self._items.append(item)
         self._account(item, 1)
-        self._cond.notify()
+        if not self._window or self._quiet or self._half_full(item.track):
+            self._cond.notify()
         front = self._front[item.track]
         if front is None or item.time > front:
             self._front[item.track] = item.time
             if self._gated:
                 # Called on the loop (offer, room): a lagging track moved, so retry.
                 self._loop.call_soon(self._wake_gated)
+
+    def _half_full(self, track: int) -> bool:
+        limit = self._max_frames[track]
+        return self._bytes[track] * 2 >= self._limits[track] or (limit > 0 and self._frames[track] * 2 >= limit)
 
     def _wake_gated(self) -> None:
         waiters, self._gated = self._gated, []
@@ -246,13 +271,18 @@ class HandOff:
 
     # -- worker side ----------------------------------------------------------------------
     def take(self, timeout: float | None) -> list[Item]:
-        """Wait up to ``timeout`` seconds (None: forever) for items and take them all."""
+        """Wait up to ``timeout`` seconds (None: forever) for items and take them all.
+        Batching while frames flow, it looks again after ``window`` at the latest."""
         with self._cond:
             if not self._items:
+                if self._window and not self._quiet:
+                    # Frames were flowing: the next ones come without a wake-up.
+                    timeout = self._window if timeout is None else min(timeout, self._window)
                 if timeout is None:
                     self._cond.wait()
                 elif timeout > 0:
                     self._cond.wait(timeout)
+            self._quiet = not any(isinstance(item, FrameItem) for item in self._items)
             items = list(self._items)
             self._items.clear()
             self._bytes = [0] * len(self._bytes)

@@ -255,6 +255,7 @@ class Recording:
         domains = [_domain(t) for t in tracks]
         self.clock = RecordingClock(domains, [i.declared for i in self.inputs])
         self.handoff = HandOff([t.kind for t in tracks], self._loop)
+        self.handoff.batch()  # the worker (or the encoder process's feeder) takes frames in batches
         self.counters = WorkerCounters([0] * len(tracks), [0] * len(tracks))
         #: Set while the chunks produced are taken fast enough; cleared by the recorder
         #: when handlers or iterators fall behind, and the worker then takes no frames of
