@@ -4,6 +4,7 @@ their frames, against the same publishers transcoded.
     python benchmarks/passthrough.py                      # copy: 10, 20, 30, 40, 50...; transcode: 1, 2, 3...
     python benchmarks/passthrough.py --copy 40 --transcode 2 --seconds 20
     python benchmarks/passthrough.py --quick              # smoke test: 2 and 1 publishers, 5 s
+    python benchmarks/passthrough.py --encoder-processes 0  # a thread per session in the server
 
 A 720p30 VP8 + Opus WebM (camera-like: a moving test picture with grain, 2 Mb/s, a key
 frame every 2 s) is made once with Debian's ffmpeg. For each step, N aiortc publishers in
@@ -21,7 +22,8 @@ buffers still hold when the publisher stops: the last video frame (handed on whe
 one's first packet comes, which never does) and up to 4 audio frames (its prefetch).
 ``missing`` counts every frame not in the files, ``lost`` those beyond that. Printed per
 step: frames sent and missing (all sessions), the server's CPU (cores, from
-``/proc/PID/stat``) and this process's (the publishers'), the server's peak RSS, and
+``/proc/PID/stat``, its encoder processes' included: ``--encoder-processes``, by default
+the server's own default of one per core) and this process's (the publishers'), the server's peak RSS, and
 frames the server reports lost or dropped (its ``/metrics``). The copy ladder goes on
 while steps are held (``--copy`` N values), the transcode ladder likewise; the ratio of
 their largest held N is the figure.
@@ -61,9 +63,15 @@ IN_JITTER_BUFFER = {"video": 1, "audio": 4}
 
 
 class Server(ServeProcess):
-    def __init__(self, out: Path, port: int, transcode: bool) -> None:
+    def __init__(self, out: Path, port: int, transcode: bool, encoder_processes: int | None) -> None:
         options = ["--max-sessions", "200", "--no-auth", "--max-session-memory", "512M"]
+        if encoder_processes is not None:
+            options += ["--encoder-processes", str(encoder_processes)]
         super().__init__(out, port, *options, *(["--transcode"] if transcode else []))
+
+    def cpu_seconds(self) -> float:
+        """The server's CPU seconds so far, its encoder processes' included."""
+        return sum(cpu_seconds(pid) for pid in [self.proc.pid, *_children(self.proc.pid)])
 
     async def metrics(self, http: aiohttp.ClientSession) -> dict[str, float]:
         async with http.get(f"{self.url}/metrics") as response:
@@ -74,6 +82,17 @@ class Server(ServeProcess):
             if match:
                 found[f"{match[1]}:{match[2]}"] = float(match[3])
         return found
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``, whichever of its threads started them."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in children.read_text().split()]
+        except OSError:
+            continue  # the thread has ended
+    return found
 
 
 def count_packets(path: Path) -> dict[str, int]:
@@ -121,12 +140,12 @@ async def run_step(server: Server, source: Path, mode: str, n: int, seconds: flo
                     step.problems.append(f"a publisher did not connect: {exc!r}")
                     break
             step.connected = len(publishers)
-            cpu0, mine0, wall0, peak = cpu_seconds(server.proc.pid), time.process_time(), time.monotonic(), 0
+            cpu0, mine0, wall0, peak = server.cpu_seconds(), time.process_time(), time.monotonic(), 0
             while (elapsed := time.monotonic() - wall0) < seconds:
                 peak = max(peak, rss(server.proc.pid))
                 await asyncio.sleep(min(0.5, seconds - elapsed))  # sampling the server's memory
             wall = time.monotonic() - wall0
-            step.server_cores = (cpu_seconds(server.proc.pid) - cpu0) / wall
+            step.server_cores = (server.cpu_seconds() - cpu0) / wall
             step.publisher_cores = (time.process_time() - mine0) / wall
             step.peak_rss_mib = peak / 2**20
             for publisher in publishers:
@@ -187,9 +206,11 @@ async def check_files(out: Path, publishers: list[Publisher], step: Step) -> Non
         step.problems.append(f"decode errors: {step.decode_errors}")
 
 
-async def ladder(mode: str, values: list[int], source: Path, out: Path, seconds: float) -> list[Step]:
+async def ladder(
+    mode: str, values: list[int], source: Path, out: Path, seconds: float, encoder_processes: int | None
+) -> list[Step]:
     port = 19000 + os.getpid() % 500 + (0 if mode == "copy" else 500)
-    server = Server(out, port, transcode=mode == "transcode")
+    server = Server(out, port, mode == "transcode", encoder_processes)
     steps = []
     try:
         for n in values:
@@ -220,6 +241,10 @@ async def main() -> int:
     parser.add_argument("--transcode", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--encoder-processes", type=int, default=None, metavar="N",
+        help="the server's --encoder-processes (default: the server's, one per core); their CPU counts as the server's",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.copy, args.transcode, args.seconds = [2], [1], 5.0
@@ -229,8 +254,8 @@ async def main() -> int:
         folder = Path(tmp)
         source = make_source(folder, SIZE, args.seconds + 10, FPS, grain=True)
         out = folder / "out"
-        copy = await ladder("copy", args.copy, source, out, args.seconds)
-        transcode = await ladder("transcode", args.transcode, source, out, args.seconds)
+        copy = await ladder("copy", args.copy, source, out, args.seconds, args.encoder_processes)
+        transcode = await ladder("transcode", args.transcode, source, out, args.seconds, args.encoder_processes)
     rows = [
         [s.mode, str(s.n), "yes" if s.held else "no", str(s.sent), f"{s.missing['video']}+{s.missing['audio']}",
          str(s.lost), f"{s.server_cores:.2f}",

@@ -30,6 +30,9 @@ DURATION = (1.2, 4.0)
 async def test_serve_records_a_publisher_and_exits_0_on_sigint(loopback_ice: None, tmp_path: Path) -> None:
     out = tmp_path / "out"
     async with serve_process(out, log=tmp_path / "serve.log") as server, aiohttp.ClientSession() as http:
+        encoders = child_pids(server.proc.pid)
+        assert len(encoders) == len(os.sched_getaffinity(0)), server.stderr()  # the default: one per core
+        assert [os.sched_getscheduler(pid) for pid in encoders] == [os.SCHED_IDLE] * len(encoders)
         async with http.get(server.url) as response:
             assert response.status == 200
             assert 'id="start"' in await response.text()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from ._encoder_process import PRIORITIES
 from ._errors import AsyncrecError, NotFoundError, NotReadableError, NotSupportedError, SinkError
 from ._formats import (
     CONTAINERS,
@@ -36,6 +37,7 @@ from ._recorder import MediaRecorder
 from ._repair import repair
 from ._sink import FileSink
 from ._stream import MediaStream
+from ._video import usable_cores
 from .sources import SourceStream, enumerateDevices, getUserMedia, open_media
 from .sources._devices import FAKE_CAMERA, FAKE_MICROPHONE
 
@@ -287,10 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--encoder-processes",
         type=_count,
-        default=0,
+        default=None,
         metavar="N",
         help="encode and mux sessions in N processes (an EncoderPool: every core used, the event loop left to "
-        "the network); 0 encodes each session on a thread of the server's process (default: 0)",
+        "the network); 0 encodes each session on a thread of the server's process (default: one per core)",
+    )
+    serve.add_argument(
+        "--encoder-priority",
+        choices=PRIORITIES,
+        default="idle",
+        metavar="PRIORITY",
+        help="the encoder processes' CPU priority, idle, low or normal: idle takes only what the server's "
+        "event loop leaves (SCHED_IDLE), low is nice +5 (for a machine shared with other work), normal the "
+        "server's own (default: idle)",
     )
     serve.add_argument(
         "--max-session-memory",
@@ -748,7 +759,8 @@ async def _serve(args: argparse.Namespace) -> int:
         worker_id=args.worker_id,
         trusted_proxies=args.trusted_proxy or (),
         passthrough=not args.transcode,
-        encoder_processes=args.encoder_processes,
+        encoder_processes=usable_cores() if args.encoder_processes is None else args.encoder_processes,
+        encoder_priority=args.encoder_priority,
     )
     runner = web.AppRunner(app)
     try:

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .._encoder_pool import EncoderPool
+from .._encoder_process import Priority
 from .._object_storage import check_bucket, parse_url, prepare_s3
 from ._access import BearerToken, access_middleware, public, signed_urls
 from ._endpoint import WhipEndpoint
@@ -58,6 +59,7 @@ def create_app(
     trusted_proxies: Iterable[str] = (),
     passthrough: bool = True,
     encoder_processes: int = 0,
+    encoder_priority: Priority = "idle",
 ) -> web.Application:
     """The server's application: ``/whip`` (WHIP), ``/`` (the operator's page),
     ``/sessions``, ``/recordings``, ``/metrics``, ``/healthz``.
@@ -86,17 +88,17 @@ def create_app(
     publishers' frames are copied when their codecs fit the container (the default),
     else decoded and encoded (see :func:`~asyncrec.whip.record_sessions`).
     ``encoder_processes``: sessions are encoded and muxed in that many processes (an
-    :class:`~asyncrec.EncoderPool`, started with the app and closed after its sessions),
-    0 on a thread each in this process.
+    :class:`~asyncrec.EncoderPool`, started with the app and closed after its sessions,
+    its processes at ``encoder_priority``), 0 on a thread each in this process.
 
     Raises NotSupportedError for a ``mimeType`` that cannot be recorded, ValueError for a
     token that is not visible ASCII, an origin that is not ``scheme://host[:port]``, a
     negative disk bound, a disk bound with an ``s3://`` output, a malformed ``s3://`` URL
-    or worker id, a negative ``encoder_processes``.
+    or worker id, a negative ``encoder_processes``, an unknown ``encoder_priority``.
     """
     if encoder_processes < 0:
         raise ValueError(f"encoder_processes must be 0 or more, not {encoder_processes}")
-    encoder_pool = EncoderPool(encoder_processes) if encoder_processes else None
+    encoder_pool = EncoderPool(encoder_processes, priority=encoder_priority) if encoder_processes else None
     to_objects = str(out_dir).startswith("s3://")
     if worker_id is not None and not WORKER_ID.fullmatch(worker_id):
         raise ValueError(f"a worker id is 1 to 32 letters, digits, '-' or '_', not {worker_id!r}")
