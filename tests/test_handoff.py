@@ -4,16 +4,26 @@ import asyncio
 import threading
 from typing import Any
 
+from asyncrec._encoded import EncodedFrame
 from asyncrec._handoff import VIDEO_QUEUE_FRAMES, Cut, FrameItem, HandOff, Pause, Stop
 
 
 def item(track: int, name: str, *, nbytes: int = 100, droppable: bool = False) -> FrameItem:
-    frame: Any = name  # the hand-off never looks at frames
+    frame: Any = name  # the hand-off never looks into frames
     return FrameItem(track, frame, 0.0, 0.0, nbytes, droppable, droppable)
 
 
+def copied(track: int, name: str, *, droppable: bool = False) -> FrameItem:
+    """An encoded frame to copy, named by its data."""
+    frame = EncodedFrame("audio" if track else "video", "opus" if track else "vp8", name.encode(), 0, 48000, True)
+    return FrameItem(track, frame, 0.0, 0.0, 100, droppable, droppable)
+
+
 def names(items: list[Any]) -> list[Any]:
-    return [i.frame if isinstance(i, FrameItem) else i for i in items]
+    return [
+        (i.frame.data.decode() if isinstance(i.frame, EncodedFrame) else i.frame) if isinstance(i, FrameItem) else i
+        for i in items
+    ]
 
 
 async def test_real_time_video_drops_its_oldest_frame_when_full_and_counts_it() -> None:
@@ -77,9 +87,9 @@ async def test_take_times_out_empty_and_control_messages_keep_order() -> None:
 
 
 async def test_while_frames_flow_they_wait_for_the_worker_s_next_look() -> None:
-    """Batching: a frame wakes the worker only after a quiet spell or when its track is half
-    way to its bound; a control message always does; the rest the worker takes at its next
-    look, at most a window later."""
+    """Batching: a frame to copy wakes the worker only after a quiet spell or when its track
+    is half way to its bound; a control message and a frame to encode always do; the rest
+    the worker takes at its next look, at most a window later."""
     handoff = HandOff(["video", "audio"], asyncio.get_running_loop())
     handoff.batch(0.5)
     wakes = 0
@@ -91,27 +101,30 @@ async def test_while_frames_flow_they_wait_for_the_worker_s_next_look() -> None:
         notify(n)
 
     handoff._cond.notify = counting  # type: ignore[method-assign]
-    assert handoff.room(item(1, "a0")) is None
+    assert handoff.room(copied(1, "a0")) is None
     assert wakes == 1  # the first frame after a quiet spell: at once
     assert names(handoff.take(0)) == ["a0"]
-    assert handoff.room(item(1, "a1")) is None
-    assert handoff.room(item(1, "a2")) is None
+    assert handoff.room(copied(1, "a1")) is None
+    assert handoff.room(copied(1, "a2")) is None
     assert wakes == 1  # frames flowing: no wake-up each
     handoff.control(Cut(1))
     assert wakes == 2  # control: at once
     assert names(handoff.take(0)) == ["a1", "a2", Cut(1)]
     for n in range(VIDEO_QUEUE_FRAMES // 2):
-        handoff.offer(item(0, f"v{n}", droppable=True))
+        handoff.offer(copied(0, f"v{n}", droppable=True))
     assert wakes == 3  # video half way to its bound: at once, before anything is dropped
     handoff.take(0)
 
     taken: list[Any] = []
     worker = threading.Thread(target=lambda: taken.extend(handoff.take(None)))
     worker.start()  # looks again within the window, woken or not
-    assert handoff.room(item(1, "a3")) is None
+    assert handoff.room(copied(1, "a3")) is None
     await asyncio.to_thread(worker.join, 10)
     assert names(taken) == ["a3"]
     assert wakes == 3
     assert handoff.take(0.01) == []  # a look that finds nothing: quiet again
-    assert handoff.room(item(1, "a4")) is None
+    assert handoff.room(copied(1, "a4")) is None
     assert wakes == 4
+    handoff.take(0)
+    assert handoff.room(item(1, "decoded")) is None
+    assert wakes == 5  # a frame to encode: at once, even while frames to copy flow
