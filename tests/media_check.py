@@ -100,6 +100,15 @@ def ffprobe_video(path: str | Path, entries: str) -> list[dict[str, Any]]:
     return list(json.loads(result.stdout).get(f"{section}s", []))
 
 
+def ffprobe_packets(path: str | Path) -> list[dict[str, Any]]:
+    """Debian's ffprobe on every packet of ``path``, in file order: ``stream_index``,
+    ``pos`` (byte position) and ``pts_time`` (s) of each."""
+    entries = "packet=stream_index,pos,pts_time"
+    result = _run([_tool("ffprobe"), "-v", "error", "-show_entries", entries, "-of", "json", str(path)])
+    assert result.returncode == 0, f"ffprobe failed on {path}: {result.stderr.strip()}"
+    return list(json.loads(result.stdout).get("packets", []))
+
+
 def ffprobe_packet_spans(path: str | Path) -> dict[int, tuple[float, float]]:
     """Per stream index: (first packet's pts, end of the last packet = pts + duration), in seconds."""
     result = _run(

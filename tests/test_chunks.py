@@ -12,7 +12,7 @@ import pytest
 
 from asyncrec import BlobEvent, FrameTrack, MediaRecorder, MediaStream, SampleTrack, sine_tone
 from conftest import EventLog, make_stream
-from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_video
+from media_check import ffmpeg_decode_errors, ffprobe_duration, ffprobe_packets, ffprobe_video
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,35 @@ async def test_a_live_recording_never_doubles_its_timeslice() -> None:
     assert len(chunks) >= 30
     durations = [chunk.duration for chunk in chunks[1:-1]]  # the header's and the final one aside
     assert max(durations) < 160, durations
+
+
+@pytest.mark.parametrize("every", [pytest.param(10, id="key-every-10"), pytest.param(None, id="one-key-frame")])
+async def test_a_live_webm_chunk_ends_at_the_first_block_past_its_timeslice(every: int | None, tmp_path: Path) -> None:
+    # Camera-like pictures make key frames of more than 4 KiB, on which FFmpeg's muxer starts
+    # a new cluster: with clusters as long as the timeslice, the chunk holding one then
+    # waited for the rest of a second cluster (up to 167 ms of media for 100 ms, and as
+    # much latency). Judged by where Debian's ffprobe finds each chunk's packets.
+    rng = np.random.default_rng(2)
+    pictures = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(10)]
+    video = FrameTrack(lambda index, _t: pictures[index % len(pictures)], fps=30, duration=3.0)
+    stream = MediaStream([video, SampleTrack(sine_tone(440), duration=3.0)])
+    recorder = MediaRecorder(stream, mimeType="video/webm;codecs=vp8,opus", videoKeyFrameIntervalCount=every)
+    log = EventLog(recorder)
+    recorder.start(100)
+    await log.wait_stopped()
+    chunks = [e for e in log.events if e.type == "dataavailable" and e.data]
+    path = tmp_path / "out.webm"
+    path.write_bytes(log.data)
+    ends = list(itertools.accumulate(len(chunk.data) for chunk in chunks))
+    starts: dict[int, float] = {}  # chunk -> pts of its earliest packet (s)
+    for packet in ffprobe_packets(path):
+        chunk = next(i for i, end in enumerate(ends) if int(packet["pos"]) < end)
+        starts[chunk] = min(starts.get(chunk, float("inf")), float(packet["pts_time"]))
+    assert len(starts) >= 25
+    # From the third chunk: the first ones also hold the frames gathered while the
+    # encoders opened, muxed at once.
+    spans = [starts[i + 1] - starts[i] for i in range(2, len(starts) - 1)]
+    # At least the timeslice, less the 6.5 ms Opus blocks are written after their packet's
+    # time (a chunk may start on one); at most the timeslice and a frame.
+    assert min(spans) >= 0.1 - 0.007, spans
+    assert max(spans) <= 0.1 + 1 / 30 + 0.001, spans

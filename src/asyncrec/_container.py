@@ -68,13 +68,18 @@ Stream = VideoStream | AudioStream
 
 
 def open_container(
-    fmt: Format, setups: list[StreamSetup], settings: WorkerSettings, sink: WriteOnlySink, cluster_ms: int
+    fmt: Format,
+    setups: list[StreamSetup],
+    settings: WorkerSettings,
+    sink: WriteOnlySink,
+    cluster_ms: int,
+    matroska_cluster_ms: int,
 ) -> tuple[OutputContainer, list[Stream]]:
     """Open the muxer on ``sink`` and add one stream per track (header not yet written).
 
     Raises whatever PyAV raises (the worker maps it to EncodingError).
     """
-    container = _open_muxer(fmt, sink, cluster_ms)
+    container = _open_muxer(fmt, sink, cluster_ms, matroska_cluster_ms)
     streams: list[Stream] = []
     try:
         for setup in setups:
@@ -94,11 +99,13 @@ def open_container(
     return container, streams
 
 
-def open_piece(fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster_ms: int) -> OutputContainer:
+def open_piece(
+    fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster_ms: int, matroska_cluster_ms: int
+) -> OutputContainer:
     """A new muxer on ``sink`` for the packets of the already open ``encoders`` (streams
     in the same order, so packets keep their stream index), header written: the next
     independent chunk. Raises whatever PyAV raises."""
-    container = _open_muxer(fmt, sink, cluster_ms, piece=True)
+    container = _open_muxer(fmt, sink, cluster_ms, matroska_cluster_ms, piece=True)
     try:
         for encoder in encoders:
             # opaque: the encoder's own codec and parameters (extradata included).
@@ -110,10 +117,14 @@ def open_piece(fmt: Format, encoders: list[Stream], sink: WriteOnlySink, cluster
     return container
 
 
-def _open_muxer(fmt: Format, sink: WriteOnlySink, cluster_ms: int, *, piece: bool = False) -> OutputContainer:
+def _open_muxer(
+    fmt: Format, sink: WriteOnlySink, cluster_ms: int, matroska_cluster_ms: int, *, piece: bool = False
+) -> OutputContainer:
+    """``cluster_ms``: Ogg pages and MP4 fragments; ``matroska_cluster_ms``: Matroska
+    clusters (0: a block each, see ``_chunks``)."""
     options: dict[str, str] = {"max_interleave_delta": str(MAX_INTERLEAVE_DELTA_US)}
     if fmt.muxer in ("webm", "matroska"):
-        options["cluster_time_limit"] = str(cluster_ms)
+        options["cluster_time_limit"] = str(matroska_cluster_ms)
     elif fmt.muxer == "ogg":
         options["page_duration"] = str(cluster_ms * 1000)
     elif fmt.muxer == "mp4":

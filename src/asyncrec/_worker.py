@@ -178,6 +178,7 @@ class RecordingWorker:
             settings.timeslice,
             has_video=any(t.kind == "video" for t in tracks),
             independent=settings.independent_chunks,
+            matroska=fmt.muxer in ("webm", "matroska"),
         )
         #: The muxer packets go to: the first one (whose streams hold the encoders) or,
         #: with independent chunks, the current chunk's; None between two chunks.
@@ -228,6 +229,9 @@ class RecordingWorker:
                         self.counters.dropped[item.track] += 1
                     else:
                         self._frame(item)
+                        if self._cutter.chunks:  # cut by this frame: out now, not after the batch
+                            self._outputs.extend(self._cutter.take())
+                            self._flush_outputs()
                 elif isinstance(item, Stop):
                     self._finish(item.video_end)
                     return
@@ -336,7 +340,12 @@ class RecordingWorker:
         try:
             with map_av_errors("opening the muxer"):
                 self._container, streams = open_container(
-                    self._fmt, setups, self._settings, self._cutter.sink, self._cutter.cluster_ms
+                    self._fmt,
+                    setups,
+                    self._settings,
+                    self._cutter.sink,
+                    self._cutter.cluster_ms,
+                    self._cutter.matroska_cluster_ms,
                 )
                 # The header now: the encoders open, so their priming is known before the
                 # first packet reaches the interleaver.
@@ -476,7 +485,13 @@ class RecordingWorker:
         assert self._container is not None
         for packet in packets:
             if self._muxer is None:  # the first packet of an independent chunk
-                self._muxer = open_piece(self._fmt, self._encoders(), self._cutter.sink, self._cutter.cluster_ms)
+                self._muxer = open_piece(
+                    self._fmt,
+                    self._encoders(),
+                    self._cutter.sink,
+                    self._cutter.cluster_ms,
+                    self._cutter.matroska_cluster_ms,
+                )
             before = self._cutter.sink.total
             if packet.stream.type == "video":
                 lower_dts(packet, self._video_lead)
@@ -487,7 +502,7 @@ class RecordingWorker:
                 end_ms = at_ms + float((packet.duration or 0) * packet.time_base * 1000)
                 if packet.stream.type == "video" or not self._has_video:
                     self._video_end_ms = max(self._video_end_ms, end_ms)
-            self._cutter.muxed(before, at_ms, end_ms)
+            self._cutter.muxed(before, at_ms, end_ms, packet.stream.index)
 
     def _encoders(self) -> list[VideoStream | AudioStream]:
         """The streams, in order (a track that never sent a frame may have none)."""
