@@ -160,3 +160,7 @@ async def test_a_live_webm_chunk_ends_at_the_first_block_past_its_timeslice(ever
     # time (a chunk may start on one); at most the timeslice and a frame.
     assert min(spans) >= 0.1 - 0.007, spans
     assert max(spans) <= 0.1 + 1 / 30 + 0.001, spans
+    # Each chunk says truly where its media starts (the muxer still held the packets just
+    # before the one that cut the last chunk: they are in this one).
+    for index in range(1, len(starts)):
+        assert chunks[index].timecode == pytest.approx(starts[index] * 1000, abs=1.5), index

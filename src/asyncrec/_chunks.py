@@ -16,8 +16,10 @@ bytes per block (measured: 0.1 % of a 2.7 Mb/s 480p file).
 
 The muxer (and FFmpeg's interleaver before it) still holds the newest packets, so what a
 chunk holds is read back from its bytes: PyAV's demuxer counts its packets per stream,
-and the chunk ends where the last of them ends (``packets_fed`` keeps each stream's
-packet ends in the order they went in, which is the order they come out).
+and the chunk ends where the first packet still held starts (the cutter keeps each stream's
+packet times in the order they went in, which is the order they come out). The timeslice
+is counted from the packet that cut the last chunk: the true end trails it by about as
+much each time.
 
 When a chunk is cut (the spec's ``timeslice`` is "the number of milliseconds of data to
 return in a single Blob"):
