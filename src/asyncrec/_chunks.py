@@ -273,6 +273,9 @@ class ChunkCutter:
             return first_video_is_key(self._header, data), None
         header = b"" if first else self._header
         key, counts = read_chunk(header, data)
+        if counts is None:  # not expected (the muxer's own bytes): count as other muxers do
+            self._fed = None
+            return first, None
         ends: list[float] = []
         for index, count in counts.items():
             fed = self._fed.get(index)
@@ -300,10 +303,11 @@ class ChunkCutter:
         return chunks
 
 
-def read_chunk(header: bytes, data: bytes) -> tuple[bool, dict[int, int]]:
+def read_chunk(header: bytes, data: bytes) -> tuple[bool, dict[int, int] | None]:
     """Whether the first video packet in ``data`` is a key frame (True if it has none),
-    and how many packets of each stream index it holds, read by PyAV's demuxer from
-    ``header + data`` (``header``: the recording's first chunk; empty for that chunk)."""
+    and how many packets of each stream index it holds (None if it cannot be read), read
+    by PyAV's demuxer from ``header + data`` (``header``: the recording's first chunk;
+    empty for that chunk)."""
     counts: dict[int, int] = {}
     key: bool | None = None
     try:
@@ -315,7 +319,7 @@ def read_chunk(header: bytes, data: bytes) -> tuple[bool, dict[int, int]]:
                         key = bool(packet.is_keyframe)
     except (av.FFmpegError, EOFError) as exc:
         logger.debug("chunk not readable behind the header: %s", exc)
-        return False, counts
+        return False, None
     return key is None or key, counts
 
 
