@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
+import logging
 import os
 import signal
 import socket
@@ -23,6 +25,7 @@ from asyncrec import EncoderPool, InvalidStateError, MediaRecorder, UnknownError
 from asyncrec._encoder_pool import ProcessWorker
 from asyncrec._encoder_process import NICENESS, ChannelHandOff, Priority, send_items
 from asyncrec._handoff import Cut, FrameItem, Stop
+from asyncrec.whip._logs import configure
 from conftest import EventLog, make_stream
 from media_check import ffmpeg_decode_errors, ffprobe_streams
 
@@ -343,3 +346,25 @@ async def test_priority_other_than_idle(priority: Priority, policy: int, nice: i
 def test_priority_must_be_known() -> None:
     with pytest.raises(ValueError, match="priority"):
         EncoderPool(priority="high")  # type: ignore[arg-type]
+
+
+async def test_the_processes_log_as_this_process_does(capfd: pytest.CaptureFixture[str]) -> None:
+    """Under ``asyncrec serve --log-format json`` the encoder processes write JSON lines
+    too (to the same stderr), at this process's level: each says it is ready."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure("info", "json")
+    try:
+        async with EncoderPool(1) as pool:
+            [pid] = pool.pids
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    lines = [line for line in capfd.readouterr().err.splitlines() if "asyncrec._encoder_process" in line]
+    assert lines, "the encoder process logged nothing"
+    record = json.loads(lines[0])  # a JSON line, not text
+    assert record["level"] == "info"
+    assert record["message"].startswith(f"encoder process {pid} ready")

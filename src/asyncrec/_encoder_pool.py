@@ -35,6 +35,7 @@ from ._encoder_process import PRIORITIES, READY, Priority, RecordingSpec, receiv
 from ._errors import InvalidStateError, UnknownError
 from ._formats import Format
 from ._handoff import FrameItem, HandOff, Stop
+from ._logs import root_format
 from ._video import usable_cores
 from ._worker import OUTFLOW_RECHECK, Failure, Finished, Output, TrackInfo, WorkerCounters
 
@@ -217,6 +218,7 @@ def _spawn(cores: int, priority: Priority) -> _Process:
     # it is now (-P: nothing prepended, not the current directory).
     env["ASYNCREC_SYS_PATH"] = json.dumps(sys.path)
     env["ASYNCREC_LOG_LEVEL"] = str(logging.getLogger("asyncrec").getEffectiveLevel())
+    env["ASYNCREC_LOG_FORMAT"] = root_format()
     try:
         popen = subprocess.Popen(
             # Not ``-m``: the module would run as __main__, a second copy of its classes.

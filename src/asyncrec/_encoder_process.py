@@ -46,6 +46,7 @@ from ._container import WorkerSettings
 from ._errors import UnknownError
 from ._formats import Format
 from ._handoff import FrameItem, Item, Stop
+from ._logs import formatter
 from ._video import share_cores
 from ._worker import Failure, Output, RecordingWorker, TrackInfo, WorkerCounters
 
@@ -310,10 +311,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_priority(sys.argv[3])
-    logging.basicConfig(
-        level=int(os.environ.get("ASYNCREC_LOG_LEVEL", logging.WARNING)), format="%(name)s: %(message)s"
-    )
+    # The parent's level and format (a JSON log stays JSON lines, whichever process wrote them).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(os.environ.get("ASYNCREC_LOG_FORMAT", "text")))
+    logging.basicConfig(level=int(os.environ.get("ASYNCREC_LOG_LEVEL", logging.WARNING)), handlers=[handler])
     share_cores(int(sys.argv[2]))
+    logger.info("encoder process %d ready: %s cores, %s priority", os.getpid(), sys.argv[2], sys.argv[3])
     control = socket.socket(fileno=int(sys.argv[1]))
     control.send(READY)  # imported: the pool's start() returns
     serve(control)
