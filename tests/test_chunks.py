@@ -157,8 +157,10 @@ async def test_a_live_webm_chunk_ends_at_the_first_block_past_its_timeslice(ever
     # encoders opened, muxed at once.
     spans = [starts[i + 1] - starts[i] for i in range(2, len(starts) - 1)]
     # At least the timeslice, less the 6.5 ms Opus blocks are written after their packet's
-    # time (a chunk may start on one); at most the timeslice and a frame.
-    assert min(spans) >= 0.1 - 0.007, spans
+    # time (a chunk may start on one) and one 20 ms audio packet: the muxer and FFmpeg's
+    # interleaver hold the newest packets when a chunk is cut, one audio packet more now
+    # and then (seen once in a dozen runs); at most the timeslice and a frame.
+    assert min(spans) >= 0.1 - 0.007 - 0.02, spans
     assert max(spans) <= 0.1 + 1 / 30 + 0.001, spans
     # Each chunk says truly where its media starts (the muxer still held the packets just
     # before the one that cut the last chunk: they are in this one).

@@ -270,7 +270,7 @@ class ChunkCutter:
         if self._fed is None:
             if first or not self._has_video or self.independent:
                 return True, None  # the header and the first frames; audio frames all decode alone
-            return first_video_is_key(self._header, data), None
+            return read_chunk(self._header, data, count=False)[0], None
         header = b"" if first else self._header
         key, counts = read_chunk(header, data)
         if counts is None:  # not expected (the muxer's own bytes): count as other muxers do
@@ -303,38 +303,25 @@ class ChunkCutter:
         return chunks
 
 
-def read_chunk(header: bytes, data: bytes) -> tuple[bool, dict[int, int] | None]:
+def read_chunk(header: bytes, data: bytes, *, count: bool = True) -> tuple[bool, dict[int, int] | None]:
     """Whether the first video packet in ``data`` is a key frame (True if it has none),
     and how many packets of each stream index it holds (None if it cannot be read), read
     by PyAV's demuxer from ``header + data`` (``header``: the recording's first chunk;
-    empty for that chunk)."""
+    empty for that chunk). ``count=False`` reads only the video, up to its first packet
+    in ``data``: the key frame answer alone."""
     counts: dict[int, int] = {}
     key: bool | None = None
     try:
         with av.open(io.BytesIO(header + data), mode="r") as container:
-            for packet in container.demux():
+            streams = list(container.streams) if count else list(container.streams.video[:1])
+            for packet in container.demux(streams) if streams else ():
                 if packet.pos is not None and packet.pos >= len(header) and packet.size:
                     counts[packet.stream.index] = counts.get(packet.stream.index, 0) + 1
                     if key is None and packet.stream.type == "video":
                         key = bool(packet.is_keyframe)
+                        if not count:
+                            break
     except (av.FFmpegError, EOFError) as exc:
         logger.debug("chunk not readable behind the header: %s", exc)
         return False, None
     return key is None or key, counts
-
-
-def first_video_is_key(header: bytes, data: bytes) -> bool:
-    """Whether the first video packet in ``data`` is a key frame (True if it has none),
-    read by PyAV's demuxer from ``header + data`` (``header``: the recording's first chunk)."""
-    try:
-        with av.open(io.BytesIO(header + data), mode="r") as container:
-            video = container.streams.video
-            if not video:
-                return True
-            for packet in container.demux(video[0]):
-                if packet.pos is not None and packet.pos >= len(header) and packet.size:
-                    return bool(packet.is_keyframe)
-    except (av.FFmpegError, EOFError) as exc:
-        logger.debug("chunk not readable behind the header: %s", exc)
-        return False
-    return True

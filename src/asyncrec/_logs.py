@@ -55,7 +55,7 @@ class TextFormatter(logging.Formatter):
 
 
 def root_format() -> LogFormat:
-    """ "json" if a handler of the root logger writes JSON lines, else "text"."""
+    """The root logger's format: JSON if one of its handlers writes JSON lines, else text."""
     return "json" if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers) else "text"
 
 
